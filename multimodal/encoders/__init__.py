@@ -1,0 +1,3 @@
+from multimodal.encoders.vision import ViT, ViTConfig
+
+__all__ = ["ViT", "ViTConfig"]

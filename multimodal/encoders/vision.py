@@ -1,0 +1,78 @@
+"""Vision transformer: patch embedding + positions + the shared Transformer + pooling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from multimodal.nn import Transformer, TransformerConfig, resize_grid_positions
+
+
+@dataclass
+class ViTConfig:
+    image_size: int = 224
+    patch_size: int = 16
+    channels: int = 3
+    pool: str = "cls"  # "cls": the class token; "mean": the mean of the patch tokens
+    pre_norm: bool = False  # a LayerNorm before the blocks, as in CLIP's image tower
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+
+    def __post_init__(self):
+        if isinstance(self.transformer, dict):
+            self.transformer = TransformerConfig(**self.transformer)
+        if self.pool not in ("cls", "mean"):
+            raise ValueError(f"pool must be 'cls' or 'mean', got {self.pool!r}")
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+
+
+class ViT(nn.Module):
+    """(B, C, H, W) images -> (B, D) pooled features; ``forward_tokens`` gives all (B, N, D) tokens."""
+
+    def __init__(self, cfg: ViTConfig):
+        super().__init__()
+        self.cfg = cfg
+        dim = cfg.transformer.dim
+        self.patch_embed = nn.Conv2d(cfg.channels, dim, cfg.patch_size, stride=cfg.patch_size)
+        self.num_prefix = 1 if cfg.pool == "cls" else 0
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if cfg.pool == "cls" else None
+        grid = cfg.image_size // cfg.patch_size
+        self.pos_embed = nn.Parameter(torch.randn(1, self.num_prefix + grid * grid, dim) * 0.02)
+        self.norm_pre = nn.LayerNorm(dim, eps=cfg.transformer.norm_eps) if cfg.pre_norm else nn.Identity()
+        self.transformer = Transformer(cfg.transformer)
+        self.dim = dim
+        self.apply(_init_weights)
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=1e-6)
+
+    def forward_tokens(self, images: Tensor) -> Tensor:  # (B, C, H, W) -> (B, prefix + N, D)
+        x = self.patch_embed(images)  # (B, D, H/p, W/p)
+        grid = x.shape[-2:]
+        x = x.flatten(2).transpose(1, 2)  # (B, N, D)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = x + resize_grid_positions(self.pos_embed, grid, self.num_prefix)
+        return self.transformer(self.norm_pre(x))
+
+    def pool(self, tokens: Tensor) -> Tensor:  # (B, prefix + N, D) -> (B, D)
+        return tokens[:, 0] if self.cfg.pool == "cls" else tokens.mean(dim=1)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.pool(self.forward_tokens(images))
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.transformer.set_grad_checkpointing(enable)
+
+    def lock(self) -> None:
+        """Freeze every parameter (LiT: a locked image tower)."""
+        self.requires_grad_(False)
+        self.eval()
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
