@@ -1,0 +1,142 @@
+"""Reading images users bring: any size, RGB / gray / RGBA / CMYK / 16-bit, with clear errors."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from multimodal.errors import InputError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+def load_image(path: str | Path, channels: int = 3) -> Image.Image:
+    """Open an image as 8-bit RGB (channels=3) or gray (channels=1), or raise InputError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such image file", path)
+    if path.stat().st_size == 0:
+        raise InputError("empty file (0 bytes), not an image", path)
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise InputError(f"not a readable image ({e})", path) from None
+    return to_8bit(image).convert("RGB" if channels == 3 else "L")
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit and float images keep their contrast; PIL's own convert('L') would clip them to white."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        return Image.fromarray(np.clip(array / top * 255.0, 0, 255).round().astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")  # transparent pixels become black, as they show on most viewers
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image
+
+
+def eval_transform(image_size: int) -> Callable[[Image.Image], Tensor]:
+    """PIL image -> float (C, H, W) in [0, 1]: shorter side resized to image_size, centre crop."""
+    return v2.Compose([v2.PILToTensor(), v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size),
+                       v2.ToDtype(torch.float32, scale=True)])
+
+
+def train_transform(image_size: int, augment: str | None, channels: int = 3) -> Callable[[Image.Image], Tensor]:
+    """eval_transform after an augmentation: None; "affine" (small shifts, turns and zooms, for digits
+    and other images whose colours or mirror images change their meaning); or a timm RandAugment
+    string such as "rand-m9-mstd0.5"."""
+    if not augment:
+        return eval_transform(image_size)
+    if augment == "affine":
+        augmentation = v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1))
+    else:
+        from timm.data.auto_augment import rand_augment_transform
+        augmentation = rand_augment_transform(augment, {"translate_const": int(image_size * 0.45),
+                                                        "img_mean": (0,) * channels})
+    return v2.Compose([augmentation, eval_transform(image_size)])
+
+
+class ImageDataset(Dataset):
+    """Images held in memory (PIL) or as paths, with integer labels."""
+
+    def __init__(self, images: Sequence[Image.Image | Path], labels: Sequence[int], transform: Callable,
+                 channels: int = 3):
+        self.images, self.labels, self.transform, self.channels = images, labels, transform, channels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        image = self.images[i]
+        image = load_image(image, self.channels) if isinstance(image, Path) else image
+        return self.transform(image), self.labels[i]
+
+
+def find_images(root: str | Path) -> list[Path]:
+    """All image files under root, sorted; raises InputError when root is missing."""
+    root = Path(root)
+    if not root.exists():
+        raise InputError("no such file or folder", root)
+    if root.is_file():
+        return [root]
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def readable(paths: Sequence[Path], what: str) -> list[Path]:
+    """Keep the images PIL can decode; warn once with how many were skipped and which."""
+    good, bad = [], []
+    for path in paths:
+        try:
+            if path.stat().st_size == 0:
+                raise InputError("empty file", path)
+            with Image.open(path) as image:
+                image.verify()
+            good.append(path)
+        except (InputError, UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+            bad.append(f"{path} ({type(e).__name__})")
+    if bad:
+        warnings.warn(f"skipped {len(bad)} unreadable image(s) in {what}: {', '.join(bad[:5])}"
+                      f"{' …' if len(bad) > 5 else ''}", stacklevel=2)
+    return good
+
+
+def scan_class_folders(root: str | Path, require_every_class: bool = True) -> tuple[list[str], list[Path], list[int]]:
+    """An ImageFolder layout (root/CLASS/*.png): class names, readable image paths, labels.
+
+    Unreadable images are skipped with a warning. A class folder without images is an error when
+    ``require_every_class`` (training: a class without examples cannot be learnt), else a warning.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError("no such folder", root)
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not class_dirs:
+        raise InputError("no class sub-folders (expected ROOT/CLASS_NAME/image files)", root)
+    classes, paths, labels, empty = [], [], [], []
+    for d in class_dirs:
+        found = readable(find_images(d), str(d))
+        if not found:
+            empty.append(d)
+            continue
+        paths += found
+        labels += [len(classes)] * len(found)
+        classes.append(d.name)
+    if empty and require_every_class:
+        raise InputError(f"class folder(s) without readable images: {', '.join(str(d) for d in empty)}", root)
+    if empty:
+        warnings.warn(f"ignored {len(empty)} class folder(s) without images: {', '.join(d.name for d in empty)}",
+                      stacklevel=2)
+    if not paths:
+        raise InputError("no readable images in any class folder", root)
+    return classes, paths, labels

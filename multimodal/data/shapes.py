@@ -1,0 +1,195 @@
+"""The shapes world: one or two filled shapes on a uniform background, captioned by a fixed grammar.
+
+Everything is drawn from a `random.Random` the caller passes in, so a seed fixes every image, caption
+and sentence. Some colour-shape pairs (HELD_OUT_PAIRS) never occur in split "train" scenes, so a
+contrastive model trained on them can be tested on compositions it has never seen.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, replace
+
+from PIL import Image, ImageDraw
+
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30),
+    "green": (30, 170, 50),
+    "blue": (40, 80, 235),
+    "yellow": (245, 225, 30),
+    "purple": (150, 50, 200),
+    "orange": (250, 140, 10),
+    "white": (250, 250, 250),
+    "gray": (135, 135, 135),
+}
+SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross")
+SIZES = ("small", "large")
+RELATIONS = ("left of", "right of", "above", "below")
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+SPLITS = ("train", "test")
+
+# Each shape once and each colour at most once, so every colour and every shape is still seen in
+# training: only the combination is new.
+HELD_OUT_PAIRS: frozenset[tuple[str, str]] = frozenset({
+    ("red", "star"), ("green", "cross"), ("blue", "triangle"),
+    ("yellow", "diamond"), ("purple", "circle"), ("orange", "square"),
+})
+
+SIZE_FRACTION = {"small": 0.22, "large": 0.40}  # side of a shape's box / side of the image
+SIZE_JITTER = 0.08  # +-8 % keeps the two sizes apart: at most 0.24 against at least 0.37
+MAX_BACKGROUND = 60  # every object colour has a channel of at least 135 (gray), so no background passes for one
+
+
+@dataclass(frozen=True)
+class ShapeObject:
+    color: str
+    shape: str
+    size: str
+
+    def __post_init__(self) -> None:
+        if self.color not in COLORS or self.shape not in SHAPES or self.size not in SIZES:
+            raise ValueError(f"not a shapes-world object: {self}")
+
+
+@dataclass(frozen=True)
+class Scene:
+    objects: tuple[ShapeObject, ...]
+    relation: str | None = None  # two objects only: objects[0] {relation} objects[1]
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+
+
+def sample_object(rng: random.Random, split: str, pair: tuple[str, str] | None = None) -> ShapeObject:
+    """A random object; split "train" never gives a held-out (color, shape) pair unless `pair` asks for it."""
+    _check_split(split)
+    while pair is None:
+        pair = rng.choice(list(COLORS)), rng.choice(SHAPES)
+        if split == "train" and pair in HELD_OUT_PAIRS:
+            pair = None
+    return ShapeObject(*pair, size=rng.choice(SIZES))
+
+
+def sample_scene(rng: random.Random, num_objects: int, split: str) -> Scene:
+    """One object, or two different objects in a random relation. Two objects are both small, so they
+    always fit side by side, and their captions never mention size."""
+    if num_objects == 1:
+        return Scene((sample_object(rng, split),))
+    if num_objects != 2:
+        raise ValueError(f"a scene has 1 or 2 objects, not {num_objects}")
+    first = sample_object(rng, split)
+    second = first
+    while (second.color, second.shape) == (first.color, first.shape):  # "a red star left of a red star" is ambiguous
+        second = sample_object(rng, split)
+    return Scene((replace(first, size="small"), replace(second, size="small")), rng.choice(RELATIONS))
+
+
+def caption(scene: Scene, rng: random.Random) -> str:
+    """The scene in words; a single object's size is named half the time."""
+    if len(scene.objects) == 1:
+        (o,) = scene.objects
+        return f"a {o.size} {o.color} {o.shape}" if rng.random() < 0.5 else f"a {o.color} {o.shape}"
+    a, b = scene.objects
+    return f"a {a.color} {a.shape} {scene.relation} a {b.color} {b.shape}"
+
+
+def _outline(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
+    """Polygon of a shape filling the box of half-side r centred at (cx, cy); y grows downwards."""
+    if shape == "square":
+        return [(cx - r, cy - r), (cx + r, cy - r), (cx + r, cy + r), (cx - r, cy + r)]
+    if shape == "triangle":
+        return [(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)]
+    if shape == "diamond":
+        return [(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)]
+    if shape == "star":  # 5 points; an inner radius of r / 2 keeps the arms visible at small sizes
+        radii = [r if k % 2 == 0 else r / 2 for k in range(10)]
+        return [(cx + rad * math.sin(k * math.pi / 5), cy - rad * math.cos(k * math.pi / 5))
+                for k, rad in enumerate(radii)]
+    if shape == "cross":  # plus sign with arms a third of the box wide
+        w = r / 3
+        return [(cx - w, cy - r), (cx + w, cy - r), (cx + w, cy - w), (cx + r, cy - w), (cx + r, cy + w),
+                (cx + w, cy + w), (cx + w, cy + r), (cx - w, cy + r), (cx - w, cy + w), (cx - r, cy + w),
+                (cx - r, cy - w), (cx - w, cy - w)]
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def _draw(draw: ImageDraw.ImageDraw, obj: ShapeObject, cx: float, cy: float, side: float) -> None:
+    r, fill = side / 2, COLORS[obj.color]
+    if obj.shape == "circle":
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+    else:
+        draw.polygon(_outline(obj.shape, cx, cy, r), fill=fill)
+
+
+def _pair_centres(rng: random.Random, relation: str, side: float, image_size: int) -> list[tuple[float, float]]:
+    """Centres for objects[0] {relation} objects[1]: one box in each half of the image along the
+    relation's axis (so the boxes never overlap) and nearly aligned across it (so the relation is
+    unambiguous: along-axis distance >= side + gap, cross-axis distance <= side / 2)."""
+    half, gap, jitter = side / 2, max(1.0, 0.05 * image_size), side / 4
+    low = rng.uniform(half, image_size / 2 - half - gap / 2)
+    high = rng.uniform(image_size / 2 + half + gap / 2, image_size - half)
+    along = (low, high) if relation in ("left of", "above") else (high, low)
+    centre = rng.uniform(half + jitter, image_size - half - jitter)
+    across = (centre + rng.uniform(-jitter, jitter), centre + rng.uniform(-jitter, jitter))
+    if relation in ("left of", "right of"):
+        return list(zip(along, across))
+    return list(zip(across, along))
+
+
+def render(scene: Scene, rng: random.Random, image_size: int = 64) -> Image.Image:
+    """An RGB image of the scene on a random dark uniform background, each object at a jittered place."""
+    background = tuple(rng.randint(0, MAX_BACKGROUND) for _ in range(3))
+    image = Image.new("RGB", (image_size, image_size), background)
+    draw = ImageDraw.Draw(image)
+    if len(scene.objects) == 1:
+        (obj,) = scene.objects
+        side = SIZE_FRACTION[obj.size] * image_size * rng.uniform(1 - SIZE_JITTER, 1 + SIZE_JITTER)
+        half = side / 2
+        _draw(draw, obj, rng.uniform(half, image_size - half), rng.uniform(half, image_size - half), side)
+        return image
+    if scene.relation not in RELATIONS:
+        raise ValueError(f"a two-object scene needs a relation from {RELATIONS}, not {scene.relation!r}")
+    side = SIZE_FRACTION["small"] * image_size * rng.uniform(1 - SIZE_JITTER, 1 + SIZE_JITTER)
+    for obj, (cx, cy) in zip(scene.objects, _pair_centres(rng, scene.relation, side, image_size)):
+        _draw(draw, obj, cx, cy, side)
+    return image
+
+
+def digit_sentence(rng: random.Random) -> str:
+    """3 to 8 digit words, e.g. "seven three nine one"."""
+    return " ".join(rng.choice(DIGIT_WORDS) for _ in range(rng.randint(3, 8)))
+
+
+def shape_classes(target: str) -> list[str]:
+    """Class names for single-object classification: target "shape" (6) or "color_shape" (48,
+    "red circle", ...). Sorted alphabetically, the order ImageFolder gives class folders, so labels
+    agree between in-memory data sets and folders exported from them."""
+    if target == "shape":
+        return sorted(SHAPES)
+    if target == "color_shape":
+        return sorted(f"{color} {shape}" for color in COLORS for shape in SHAPES)
+    raise ValueError(f"target must be 'shape' or 'color_shape', not {target!r}")
+
+
+def single_object_dataset(n: int, seed: int, split: str, target: str,
+                          image_size: int = 64) -> tuple[list[Image.Image], list[int]]:
+    """n single-object images and their labels (indices into shape_classes(target)), the same for the
+    same (seed, split); a larger n extends a smaller one. Classes come in shuffled rounds, so every
+    class has n // num_classes or one more images. Both splits use every colour-shape pair, held-out
+    ones included: classifying objects is not about composition, only the contrastive captions are."""
+    _check_split(split)
+    names = shape_classes(target)
+    rng = random.Random(f"single-object:{split}:{seed}")  # train and test differ even for one seed
+    images, labels, order = [], [], []
+    for _ in range(n):
+        if not order:
+            order = rng.sample(range(len(names)), len(names))
+        label = order.pop()
+        name = names[label]
+        pair = (rng.choice(list(COLORS)), name) if target == "shape" else tuple(name.split(" "))
+        images.append(render(Scene((sample_object(rng, split, pair),)), rng, image_size))
+        labels.append(label)
+    return images, labels

@@ -1,0 +1,116 @@
+"""Audio encoder, Whisper's layout: log-mel front end + two convolutions (2x subsampling) + sinusoidal
+positions + the shared Transformer. Padded batches give every clip the features it has alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+import torchaudio
+from torch import Tensor, nn
+
+from multimodal.nn import Transformer, TransformerConfig, sinusoids
+
+SAMPLE_RATE, N_FFT, HOP_LENGTH = 16_000, 400, 160  # 25 ms windows every 10 ms, as in Whisper
+
+
+def length_mask(lengths: Tensor, size: int) -> Tensor:  # (B,) -> (B, size) bool, True = inside the sequence
+    return torch.arange(size, device=lengths.device) < lengths[:, None]
+
+
+class LogMel(nn.Module):
+    """(B, samples) 16 kHz waveforms -> (B, n_mels, samples // 160) Whisper log-mel features.
+
+    Whisper's recipe (power mel spectrogram, last frame dropped, log10, floor at max - 8 dB,
+    (x + 4) / 4) with two changes that make a clip's features independent of its batch:
+    the samples past each length are zeroed and every clip is followed by zeros rather than
+    reflected at its end (Whisper pads every clip with zeros to 30 s, so this is also what its
+    model saw), and the max is taken over each clip's own valid frames.
+    """
+
+    def __init__(self, n_mels: int = 80):
+        super().__init__()
+        self.spectrogram = torchaudio.transforms.MelSpectrogram(
+            SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP_LENGTH, n_mels=n_mels, norm="slaney", mel_scale="slaney",
+            power=2.0)
+
+    def forward(self, waveforms: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        B, T = waveforms.shape
+        if lengths is None:
+            lengths = torch.full((B,), T, device=waveforms.device)
+        frames = lengths // HOP_LENGTH
+        waveforms = F.pad(waveforms.float() * length_mask(lengths, T), (0, N_FFT // 2))
+        with torch.autocast(waveforms.device.type, enabled=False):  # bf16 would lose the quiet bins
+            mel = self.spectrogram(waveforms)[..., :T // HOP_LENGTH]  # (B, n_mels, F)
+        x = mel.clamp(min=1e-10).log10()
+        keep = length_mask(frames, x.shape[-1])[:, None]  # (B, 1, F)
+        peak = x.masked_fill(~keep, float("-inf")).amax(dim=(1, 2), keepdim=True)  # (B, 1, 1)
+        return (torch.maximum(x, peak - 8.0) + 4.0) / 4.0, frames
+
+
+@dataclass
+class AudioEncoderConfig:
+    n_mels: int = 80
+    max_frames: int = 1500  # positions after the 2x subsampling: 1500 frames = 30 s
+    # SpecAugment, applied in training only: up to num_masks masks of at most this many mel bins / frames
+    # (the paper's LibriSpeech policy uses 27 bins and 100 frames; our clips are a few seconds long)
+    freq_mask_param: int = 27
+    time_mask_param: int = 40
+    num_masks: int = 2
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+
+    def __post_init__(self):
+        if isinstance(self.transformer, dict):
+            self.transformer = TransformerConfig(**self.transformer)
+
+
+class AudioEncoder(nn.Module):
+    """(B, samples) waveforms + (B,) lengths -> (B, S, D) features + (B, S) mask (True = a real frame)."""
+
+    def __init__(self, cfg: AudioEncoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.dim = dim = cfg.transformer.dim
+        self.log_mel = LogMel(cfg.n_mels)
+        masks = [torchaudio.transforms.FrequencyMasking(cfg.freq_mask_param, iid_masks=True)] * cfg.num_masks
+        masks += [torchaudio.transforms.TimeMasking(cfg.time_mask_param, iid_masks=True)] * cfg.num_masks
+        self.spec_augment = nn.Sequential(*masks)
+        self.conv1 = nn.Conv1d(cfg.n_mels, dim, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(dim, dim, kernel_size=3, stride=2, padding=1)
+        self.register_buffer("positions", sinusoids(cfg.max_frames, dim), persistent=False)
+        self.transformer = Transformer(cfg.transformer)
+
+    def forward(self, waveforms: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        mel, frames = self.log_mel(waveforms, lengths)
+        return self.forward_features(mel, None if lengths is None else frames)
+
+    def forward_features(self, mel: Tensor, frame_lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(B, n_mels, F) log-mel (ours or Whisper's) + (B,) frame lengths -> (B, S, D), (B, S); S = ceil(F / 2)."""
+        B, _, T = mel.shape
+        S = (T + 1) // 2  # the stride-2 conv's output length
+        if S > self.cfg.max_frames:
+            raise ValueError(f"audio of {T} mel frames ({T * HOP_LENGTH / SAMPLE_RATE:.1f} s) is longer than the "
+                             f"encoder's max_frames={self.cfg.max_frames} after 2x subsampling; cut it or "
+                             f"raise max_frames")
+        if self.training:
+            mel = self.spec_augment(mel)
+        lengths = torch.full((B,), T, device=mel.device) if frame_lengths is None else frame_lengths
+        keep = length_mask(lengths, T)[:, None]  # (B, 1, F)
+        # The convs' zero padding must meet zeros past a clip's end in a batch too. Zero before both
+        # convs: the stride-2 conv's last window of an odd-length clip reaches one frame past its end.
+        x = F.gelu(self.conv1(mel * keep))  # (B, D, F)
+        x = F.gelu(self.conv2(x * keep)).transpose(1, 2)  # (B, S, D)
+        mask = length_mask((lengths + 1) // 2, S)  # (B, S)
+        # without lengths there is no padding: no mask lets SDPA pick the flash kernel
+        x = self.transformer(x + self.positions[:S], key_padding_mask=None if frame_lengths is None else mask)
+        return x, mask
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.transformer.set_grad_checkpointing(enable)
+
+    def lock(self) -> None:
+        """Freeze every parameter (a pretrained encoder kept fixed)."""
+        self.requires_grad_(False)
+        self.eval()
+

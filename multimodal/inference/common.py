@@ -1,0 +1,48 @@
+"""What every script shares: clean errors instead of tracebacks, device choice, batching with a progress bar."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
+
+import torch
+
+from multimodal.errors import InputError
+
+T = TypeVar("T")
+
+
+def script_main(main: Callable[..., int | None]) -> Callable[..., int]:
+    """Run a script's main: bad input prints ``error: FILE: reason`` and exits 2; warnings print one line."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs) -> int:
+        warnings.formatwarning = lambda message, category, *_: f"warning: {message}\n"
+        try:
+            return main(*args, **kwargs) or 0
+        except InputError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+
+    return wrapper
+
+
+def device(name: str | None = None) -> torch.device:
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def batches(items: Sequence[T], size: int, desc: str, quiet: bool = False) -> Iterator[Sequence[T]]:
+    """Consecutive slices of ``items`` with a tqdm progress bar on stderr for long work."""
+    from tqdm import tqdm
+
+    starts = range(0, len(items), size)
+    for start in tqdm(starts, desc=desc, unit="batch", disable=quiet or len(starts) < 2, file=sys.stderr):
+        yield items[start:start + size]
+
+
+def print_json(data) -> None:
+    print(json.dumps(data, indent=2))

@@ -1,0 +1,77 @@
+"""What every task shares: plain hyper-parameters, AdamW with warm-up + cosine, self-describing checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from pathlib import Path
+
+import lightning as L
+import torch
+from timm.scheduler import CosineLRScheduler
+
+from multimodal.errors import InputError
+
+
+class Task(L.LightningModule):
+    """A LightningModule whose checkpoint is enough to rebuild it: ``Task.load(path)``.
+
+    Hyper-parameters are stored as plain Python types, so checkpoints load with
+    ``torch.load(weights_only=True)``; dataclass configs are saved as dicts.
+    """
+
+    def __init__(self, lr: float, weight_decay: float, warmup_fraction: float):
+        super().__init__()
+        self.lr, self.weight_decay, self.warmup_fraction = lr, weight_decay, warmup_fraction
+
+    def save_plain_hyperparameters(self) -> None:
+        self.save_hyperparameters(frame=inspect.currentframe().f_back)
+        for key, value in self.hparams.items():
+            if dataclasses.is_dataclass(value):
+                self.hparams[key] = dataclasses.asdict(value)
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            if p.requires_grad:  # norms, biases, embeddings and tokens get no weight decay
+                (decay if p.ndim >= 2 and "embed" not in name and "token" not in name else no_decay).append(p)
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": self.weight_decay},
+                                       {"params": no_decay, "weight_decay": 0.0}], lr=self.lr,
+                                      fused=self.device.type == "cuda")
+        steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        scheduler = CosineLRScheduler(optimizer, t_initial=steps, lr_min=self.lr * 0.01,
+                                      warmup_t=int(steps * self.warmup_fraction), warmup_lr_init=self.lr * 0.01,
+                                      t_in_epochs=False)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:  # timm schedulers count updates themselves
+        scheduler.step_update(num_updates=self.global_step)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["multimodal_task"] = type(self).__name__
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "Task":
+        """Rebuild a task from a Lightning checkpoint, refusing files of another task or format."""
+        path = Path(path)
+        if not path.is_file():
+            raise InputError("no such checkpoint file", path)
+        try:
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as e:  # a pickle with arbitrary objects, a truncated file, not a checkpoint at all
+            raise InputError(f"not a loadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})", path) from None
+        kind = checkpoint.get("multimodal_task") if isinstance(checkpoint, dict) else None
+        if kind is None:
+            raise InputError("not a multimodal checkpoint (no 'multimodal_task' entry)", path)
+        if kind != cls.__name__ and cls is not Task:
+            raise InputError(f"this is a {kind} checkpoint; a {cls.__name__} checkpoint is needed here", path)
+        task_cls = next(c for c in _subclasses(Task) if c.__name__ == kind)
+        accepted = inspect.signature(task_cls.__init__).parameters
+        hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if k in accepted}
+        model = task_cls(**hparams)
+        model.load_state_dict(checkpoint["state_dict"])
+        return model.eval()
+
+
+def _subclasses(cls: type) -> list[type]:
+    return [s for c in cls.__subclasses__() for s in (c, *_subclasses(c))]

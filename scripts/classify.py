@@ -1,0 +1,46 @@
+#!/usr/bin/env python
+"""Classify images with a trained ImageClassifier checkpoint.
+
+    python scripts/classify.py --checkpoint runs/vit_mnist/last.ckpt digit.png more_digits/
+A folder with one sub-folder per class of the checkpoint (e.g. test/7/*.png) also reports accuracy.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from multimodal.inference.classify import classify, collect
+from multimodal.inference.common import device, print_json, script_main
+from multimodal.tasks import ImageClassifier
+
+
+@script_main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="ImageClassifier .ckpt file")
+    parser.add_argument("paths", nargs="+", help="image files or folders")
+    parser.add_argument("--top-k", type=int, default=5, help="labels to show per image (default 5)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default=None, help="cpu, cuda, … (default: cuda when available)")
+    parser.add_argument("--json", action="store_true", help="print machine-readable results")
+    args = parser.parse_args(argv)
+
+    model = ImageClassifier.load(args.checkpoint).to(device(args.device))
+    result = classify(model, collect(args.paths, model.class_names), args.top_k, args.batch_size, quiet=args.json)
+    if args.json:
+        print_json(result)
+        return 0
+    for r in result["predictions"]:
+        top = ", ".join(f"{t['label']} {t['prob']:.2f}" for t in r["top"])
+        mark = "" if "true" not in r else ("  ✓" if r["correct"] else f"  ✗ (true: {r['true']})")
+        print(f"{r['path']}: {top}{mark}")
+    if "accuracy" in result:
+        acc = result["accuracy"]
+        print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in acc.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

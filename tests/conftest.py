@@ -1,0 +1,33 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(name: str, *args: str, check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run scripts/NAME.py as a user would, in a fresh process."""
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / f"{name}.py"), *map(str, args)],
+                            capture_output=True, text=True, cwd=cwd or ROOT)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{name} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def shape_folders(tmp_path_factory) -> Path:
+    """A tiny single-object shapes-world ImageFolder: train/CLASS/*.png and test/CLASS/*.png."""
+    out = tmp_path_factory.mktemp("shape_classes")
+    run_script("make_data", "shape-classes", out, "--train-size", 96, "--test-size", 24, "--image-size", 32)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier(shape_folders, tmp_path_factory) -> Path:
+    """A classifier trained for two seconds-long epochs with the tiny recipe; returns its checkpoint."""
+    work = tmp_path_factory.mktemp("train")  # the recipe writes runs/tiny_vit/ under the working folder
+    run_script("train", "fit", "--config", ROOT / "configs/tiny/vit_folder.yaml", "--data.init_args.root",
+               shape_folders / "train", "--trainer.enable_progress_bar", "false", cwd=work)
+    return work / "runs/tiny_vit/checkpoints/last.ckpt"

@@ -1,0 +1,123 @@
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import ROOT, run_script
+from multimodal.data.classification import MNISTData
+from multimodal.data.images import load_image, scan_class_folders
+from multimodal.errors import InputError
+from multimodal.tasks import ImageClassifier, Task
+
+CONFIGS = sorted(ROOT.glob("configs/**/*.yaml"))
+
+
+def test_odd_image_modes_load_as_8bit(tmp_path):
+    Image.new("CMYK", (10, 8), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg")
+    rgba = Image.new("RGBA", (10, 8), (255, 0, 0, 255))
+    rgba.putpixel((0, 0), (255, 255, 255, 0))
+    rgba.save(tmp_path / "rgba.png")
+    Image.fromarray(np.full((8, 10), 30000, dtype=np.uint16)).save(tmp_path / "gray16.png")
+
+    assert np.asarray(load_image(tmp_path / "cmyk.jpg"))[0, 0].tolist() == pytest.approx([255, 0, 0], abs=3)
+    rgba = np.asarray(load_image(tmp_path / "rgba.png"))
+    assert rgba[0, 0].tolist() == [0, 0, 0] and rgba[1, 1].tolist() == [255, 0, 0]
+    gray16 = load_image(tmp_path / "gray16.png", channels=1)
+    assert gray16.mode == "L" and np.asarray(gray16)[0, 0] == round(30000 / 65535 * 255)  # scaled, not clipped
+
+
+@pytest.mark.parametrize("content, reason", [(None, "no such image"), (b"", "0 bytes"), (b"\x89PNG garbage", "not a readable")])
+def test_bad_image_names_file_and_reason(tmp_path, content, reason):
+    path = tmp_path / "bad.png"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(InputError, match=reason) as error:
+        load_image(path)
+    assert "bad.png" in str(error.value)
+
+
+def test_class_folders_skip_bad_images_and_refuse_empty_classes(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        Image.new("RGB", (4, 4)).save(tmp_path / name / "ok.png")
+    (tmp_path / "a" / "broken.png").write_bytes(b"not an image")
+    with pytest.warns(UserWarning, match="skipped 1 unreadable image.*broken.png"):
+        classes, paths, labels = scan_class_folders(tmp_path)
+    assert classes == ["a", "b"] and labels == [0, 1]
+    (tmp_path / "c").mkdir()
+    (tmp_path / "a" / "broken.png").unlink()
+    with pytest.raises(InputError, match="without readable images: .*c"):
+        scan_class_folders(tmp_path)
+    with pytest.raises(InputError, match="no class sub-folders"):
+        scan_class_folders(tmp_path / "c")
+
+
+def test_mnist_split_is_fixed_and_balanced():
+    data = MNISTData()
+    data.setup()
+    assert (len(data.train_set), len(data.test_set)) == (4000, 1000)
+    assert np.bincount(data.test_set.labels).tolist() == [100] * 10
+    image, label = data.train_set[0]
+    assert image.shape == (1, 28, 28) and 0 <= image.min() and image.max() <= 1
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
+def test_every_recipe_runs_with_fast_dev_run(config, shape_folders, tmp_path):
+    (tmp_path / "data").mkdir()
+    os.symlink(shape_folders, tmp_path / "data" / "shape_classes")  # where the folder recipes look
+    run_script("train", "fit", "--config", config, "--trainer.fast_dev_run", "true", "--trainer.accelerator", "cpu",
+               "--trainer.enable_progress_bar", "false", cwd=tmp_path)
+
+
+def test_checkpoint_runs_alone_and_classifies_a_labelled_folder(tiny_classifier, shape_folders):
+    model = Task.load(tiny_classifier)
+    assert isinstance(model, ImageClassifier)
+    assert model.class_names == sorted(p.name for p in (shape_folders / "test").iterdir())
+    assert torch.load(tiny_classifier, weights_only=True)["multimodal_task"] == "ImageClassifier"
+
+    result = json.loads(run_script("classify", "--checkpoint", tiny_classifier, shape_folders / "test",
+                                   "--top-k", 3, "--json").stdout)
+    assert result["images"] == 24 and result["accuracy"]["labelled_images"] == 24
+    assert all(len(p["top"]) == 3 and p["true"] in model.class_names for p in result["predictions"])
+    one = next((shape_folders / "test").rglob("*.png"))
+    text = run_script("classify", "--checkpoint", tiny_classifier, one).stdout
+    assert str(one) in text and "top1" not in text  # a single file has no label to score
+
+
+def test_test_command_writes_confusion_matrix(tiny_classifier, shape_folders, tmp_path):
+    run_script("train", "test", "--config", ROOT / "configs/tiny/vit_folder.yaml", "--data.init_args.root",
+               shape_folders / "test", "--ckpt_path", tiny_classifier, "--trainer.enable_progress_bar", "false",
+               cwd=tmp_path)
+    png = next(tmp_path.rglob("confusion_matrix.png"))
+    assert Image.open(png).size[0] > 100
+
+
+def test_classify_reports_bad_input_without_traceback(tiny_classifier, tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"junk")
+    Image.new("RGBA", (40, 40), (255, 0, 0, 128)).save(tmp_path / "rgba.png")
+    result = run_script("classify", "--checkpoint", tiny_classifier, tmp_path, "--json")
+    assert json.loads(result.stdout)["images"] == 1 and "broken.png" in result.stderr
+
+    for args, message in [((tmp_path / "missing.ckpt", tmp_path), "missing.ckpt: no such checkpoint"),
+                          ((tiny_classifier, tmp_path / "nowhere"), "nowhere: no such file or folder")]:
+        result = run_script("classify", "--checkpoint", *args, check=False)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    (tmp_path / "empty").mkdir()
+    result = run_script("classify", "--checkpoint", tiny_classifier, tmp_path / "empty", check=False)
+    assert result.returncode == 2 and "no image files" in result.stderr
+
+
+def test_checkpoints_of_another_task_or_format_are_refused(tmp_path):
+    torch.save({"multimodal_task": "SpeechRecognizer", "hyper_parameters": {}, "state_dict": {}}, tmp_path / "asr.ckpt")
+    with pytest.raises(InputError, match="asr.ckpt: this is a SpeechRecognizer checkpoint; a ImageClassifier"):
+        ImageClassifier.load(tmp_path / "asr.ckpt")
+    torch.save({"state_dict": {}}, tmp_path / "plain.ckpt")
+    with pytest.raises(InputError, match="not a multimodal checkpoint"):
+        Task.load(tmp_path / "plain.ckpt")
+    torch.save({"evil": Path("x")}, tmp_path / "pickle.ckpt")  # needs full unpickling: refused
+    with pytest.raises(InputError, match="not a loadable checkpoint"):
+        Task.load(tmp_path / "pickle.ckpt")
