@@ -1,5 +1,4 @@
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +11,6 @@ from multimodal.data.classification import MNISTData
 from multimodal.data.images import load_image, scan_class_folders
 from multimodal.errors import InputError
 from multimodal.tasks import ImageClassifier, Task
-
-CONFIGS = sorted(ROOT.glob("configs/**/*.yaml"))
-
 
 def test_odd_image_modes_load_as_8bit(tmp_path):
     Image.new("CMYK", (10, 8), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg")
@@ -63,14 +59,6 @@ def test_mnist_split_is_fixed_and_balanced():
     assert np.bincount(data.test_set.labels).tolist() == [100] * 10
     image, label = data.train_set[0]
     assert image.shape == (1, 28, 28) and 0 <= image.min() and image.max() <= 1
-
-
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
-def test_every_recipe_runs_with_fast_dev_run(config, shape_folders, tmp_path):
-    (tmp_path / "data").mkdir()
-    os.symlink(shape_folders, tmp_path / "data" / "shape_classes")  # where the folder recipes look
-    run_script("train", "fit", "--config", config, "--trainer.fast_dev_run", "true", "--trainer.accelerator", "cpu",
-               "--trainer.enable_progress_bar", "false", cwd=tmp_path)
 
 
 def test_checkpoint_runs_alone_and_classifies_a_labelled_folder(tiny_classifier, shape_folders):
