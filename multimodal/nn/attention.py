@@ -4,11 +4,18 @@ Self- or cross-attention, boolean key-padding masks, causal masking and a key/va
 step-by-step decoding all go through ``F.scaled_dot_product_attention``. When there is no padding
 and the causal triangle is aligned, no mask tensor is built at all, so PyTorch can pick the flash
 kernel. Attention weights are computed only when a caller asks for them (``record_attention``).
+
+Two variants for long inputs, chosen per model (``TransformerConfig.attention``):
+- local: each query sees the keys at most ``window`` positions away. On a GPU this is FlexAttention
+  with a block-sparse mask (memory linear in length); elsewhere a banded mask for SDPA.
+- linformer: keys and values are projected along time to ``low_rank`` rows (Wang et al. 2020), so
+  the cost is linear in length. Not causal, and not invariant to padding (the projection sees it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 
 import torch
@@ -41,12 +48,20 @@ class MultiHeadAttention(nn.Module):
     """
 
     def __init__(self, dim: int, num_heads: int, *, kv_dim: int | None = None, bias: bool = True,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, window: int | None = None, low_rank: int | None = None,
+                 max_len: int | None = None):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
-        self.num_heads, self.head_dim, self.dropout = num_heads, dim // num_heads, dropout
+        self.num_heads, self.head_dim, self.dropout, self.window = num_heads, dim // num_heads, dropout, window
         self.is_cross = kv_dim is not None
+        if low_rank is not None:
+            if max_len is None:
+                raise ValueError("low-rank (Linformer) attention needs max_len, the longest sequence it takes")
+            # one (low_rank, max_len) projection along time for the keys, one for the values
+            self.compress = nn.Parameter(torch.randn(2, low_rank, max_len) * max_len ** -0.5)
+        else:
+            self.compress = None
         if self.is_cross:
             self.q = nn.Linear(dim, dim, bias=bias)
             self.kv = nn.Linear(kv_dim, 2 * dim, bias=bias)
@@ -80,7 +95,12 @@ class MultiHeadAttention(nn.Module):
                     k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
                 cache.layers[self] = (k, v)
 
-        mask = self._mask(key_padding_mask, causal, T, k.shape[2], x.device)
+        if self.compress is not None:
+            k, v, key_padding_mask = self._compress(k, v, key_padding_mask, causal)
+        if self.window is not None and q.is_cuda and self.recorded is None and not (self.training and self.dropout):
+            out = self._flex_local(q, k, v, key_padding_mask, causal)
+            return self.proj(out.transpose(1, 2).reshape(B, T, D))
+        mask = self._mask(key_padding_mask, causal, T, k.shape[2], x.device, self.window)
         # the aligned causal case needs no mask tensor: is_causal lets SDPA use the flash kernel
         is_causal = causal and mask is None and T == k.shape[2] and T > 1
         if self.recorded is not None:
@@ -91,14 +111,49 @@ class MultiHeadAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(B, T, D))
 
     @staticmethod
-    def _mask(key_padding_mask: Tensor | None, causal: bool, T: int, S: int, device) -> Tensor | None:
-        """The boolean SDPA mask (True = attend), or None when SDPA needs none."""
+    def _mask(key_padding_mask: Tensor | None, causal: bool, T: int, S: int, device,
+              window: int | None = None) -> Tensor | None:
+        """The boolean SDPA mask (True = attend), or None when SDPA needs none.
+
+        Queries are the last T of S positions (cached decoding), so the causal triangle and the
+        window band are aligned bottom-right.
+        """
         mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :]  # (B, 1, 1, S)
-        if causal and (mask is not None or T != S) and T > 1:
-            # queries are the last T of S positions (cached decoding): align the triangle bottom-right
-            tri = torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)
-            mask = tri if mask is None else mask & tri
+        if (causal and (mask is not None or T != S) and T > 1) or window is not None:
+            distance = torch.arange(S - T, S, device=device)[:, None] - torch.arange(S, device=device)  # (T, S)
+            band = distance >= 0 if causal else torch.ones_like(distance, dtype=torch.bool)
+            if window is not None:
+                band &= distance.abs() <= window
+            mask = band if mask is None else mask & band
         return mask
+
+    def _compress(self, k: Tensor, v: Tensor, key_padding_mask: Tensor | None, causal: bool):
+        """Linformer: (B, H, S, D/H) keys and values -> (B, H, low_rank, D/H); padding is zeroed first."""
+        if causal:
+            raise ValueError("low-rank (Linformer) attention cannot be causal")
+        S, max_len = k.shape[2], self.compress.shape[-1]
+        if S > max_len:
+            raise ValueError(f"sequence of {S} is longer than this low-rank attention's max_len {max_len}")
+        if key_padding_mask is not None:
+            keep = key_padding_mask[:, None, :, None].to(k.dtype)
+            k, v = k * keep, v * keep
+        e, f = self.compress[:, :, :S].to(k.dtype)
+        return e @ k, f @ v, None
+
+    def _flex_local(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None, causal: bool) -> Tensor:
+        """Sliding-window attention with FlexAttention: only blocks near the diagonal are computed."""
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        T, S, window, offset = q.shape[2], k.shape[2], self.window, k.shape[2] - q.shape[2]
+
+        def keep(b, h, q_idx, kv_idx):
+            distance = q_idx + offset - kv_idx
+            ok = (distance <= window) & (distance >= (0 if causal else -window))
+            return ok & key_padding_mask[b, kv_idx] if key_padding_mask is not None else ok
+
+        batch = None if key_padding_mask is None else q.shape[0]
+        block_mask = create_block_mask(keep, batch, None, T, S, device=q.device)
+        return _compiled_flex_attention()(q, k, v, block_mask=block_mask)
 
     def _attend_and_record(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None,
                            is_causal: bool) -> Tensor:
@@ -110,6 +165,14 @@ class MultiHeadAttention(nn.Module):
         weights = scores.softmax(dim=-1)
         self.recorded.append(weights.detach())
         return weights @ v
+
+
+@functools.cache
+def _compiled_flex_attention():
+    """FlexAttention only runs its fused kernel when compiled; compile it once, on first use."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
 
 
 @contextlib.contextmanager

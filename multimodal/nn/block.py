@@ -46,10 +46,13 @@ class TransformerBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, *, mlp_ratio: float = 4.0, cross_dim: int | None = None,
                  bias: bool = True, activation: str = "gelu", norm_eps: float = 1e-5, dropout: float = 0.0,
-                 attn_dropout: float = 0.0, drop_path: float = 0.0):
+                 attn_dropout: float = 0.0, drop_path: float = 0.0, window: int | None = None,
+                 low_rank: int | None = None, max_len: int | None = None):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = MultiHeadAttention(dim, num_heads, bias=bias, dropout=attn_dropout)
+        # the variants for long inputs change self-attention only; cross-attention stays full
+        self.attn = MultiHeadAttention(dim, num_heads, bias=bias, dropout=attn_dropout, window=window,
+                                       low_rank=low_rank, max_len=max_len)
         if cross_dim is not None:
             self.norm_cross = nn.LayerNorm(dim, eps=norm_eps)
             self.cross = MultiHeadAttention(dim, num_heads, kv_dim=cross_dim, bias=bias, dropout=attn_dropout)

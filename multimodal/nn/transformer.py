@@ -23,6 +23,14 @@ class TransformerConfig:
     dropout: float = 0.0
     attn_dropout: float = 0.0
     drop_path: float = 0.0  # stochastic depth of the last block; earlier blocks get linearly less
+    attention: str = "full"  # full | local (keys within `window` positions) | linformer (`low_rank` projection)
+    window: int = 256
+    low_rank: int = 256
+    max_len: int = 4096  # the longest sequence linformer attention takes
+
+    def __post_init__(self):
+        if self.attention not in ("full", "local", "linformer"):
+            raise ValueError(f"attention must be full, local or linformer, got {self.attention!r}")
 
 
 class Transformer(nn.Module):
@@ -31,7 +39,9 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(
             TransformerBlock(cfg.dim, cfg.num_heads, mlp_ratio=cfg.mlp_ratio, cross_dim=cross_dim, bias=cfg.bias,
                              activation=cfg.activation, norm_eps=cfg.norm_eps, dropout=cfg.dropout,
-                             attn_dropout=cfg.attn_dropout, drop_path=cfg.drop_path * i / max(cfg.depth - 1, 1))
+                             attn_dropout=cfg.attn_dropout, drop_path=cfg.drop_path * i / max(cfg.depth - 1, 1),
+                             window=cfg.window if cfg.attention == "local" else None,
+                             low_rank=cfg.low_rank if cfg.attention == "linformer" else None, max_len=cfg.max_len)
             for i in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
         self.grad_checkpointing = False
