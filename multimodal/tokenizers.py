@@ -89,7 +89,7 @@ class CharTokenizer(Tokenizer):
         return len(SPECIALS) + len(self.chars)
 
     def encode(self, text: str) -> list[int]:
-        unknown = sorted(set(text) - self.ids.keys())
+        unknown = [c for c in dict.fromkeys(text) if c not in self.ids]  # in order of appearance
         if unknown:
             raise InputError(f"unknown characters {', '.join(map(repr, unknown))} in transcript {text!r} "
                              f"(the tokenizer knows {''.join(self.chars)!r})")

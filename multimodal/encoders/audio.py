@@ -20,13 +20,13 @@ def length_mask(lengths: Tensor, size: int) -> Tensor:  # (B,) -> (B, size) bool
 
 
 class LogMel(nn.Module):
-    """(B, samples) 16 kHz waveforms -> (B, n_mels, samples // 160) Whisper log-mel features.
+    """(B, samples) 16 kHz waveforms + (B,) lengths -> (B, n_mels, F) Whisper log-mel, (B,) lengths // 160.
 
-    Whisper's recipe (power mel spectrogram, last frame dropped, log10, floor at max - 8 dB,
-    (x + 4) / 4) with two changes that make a clip's features independent of its batch:
-    the samples past each length are zeroed and every clip is followed by zeros rather than
-    reflected at its end (Whisper pads every clip with zeros to 30 s, so this is also what its
-    model saw), and the max is taken over each clip's own valid frames.
+    Whisper's recipe: power mel spectrogram, last frame dropped, log10, floored 8 (80 dB) below the
+    clip's max, (x + 4) / 4. So that a clip gets the same frames alone or padded in a batch, the
+    samples past its length are zeroed, its end meets zeros rather than its own reflection (Whisper
+    pads every clip with zeros to 30 s, so that is what its model saw too), and the max is taken over
+    its own frames only.
     """
 
     def __init__(self, n_mels: int = 80):
@@ -75,7 +75,7 @@ class AudioEncoder(nn.Module):
         self.log_mel = LogMel(cfg.n_mels)
         masks = [torchaudio.transforms.FrequencyMasking(cfg.freq_mask_param, iid_masks=True)] * cfg.num_masks
         masks += [torchaudio.transforms.TimeMasking(cfg.time_mask_param, iid_masks=True)] * cfg.num_masks
-        self.spec_augment = nn.Sequential(*masks)
+        self.spec_augment = nn.Sequential(*masks)  # stateless: one instance of each serves every mask
         self.conv1 = nn.Conv1d(cfg.n_mels, dim, kernel_size=3, padding=1)
         self.conv2 = nn.Conv1d(dim, dim, kernel_size=3, stride=2, padding=1)
         self.register_buffer("positions", sinusoids(cfg.max_frames, dim), persistent=False)

@@ -114,11 +114,13 @@ def beam_search(decoder: nn.Module, memory: Tensor, memory_mask: Tensor | None, 
                 beam_size: int, max_len: int, length_penalty: float = 1.0) -> list[list[int]]:
     """Beam search for a batch: all utterances x beams run as one (B * K) batch through the KV cache.
 
-    Whisper's rule: each step ranks the 2K best extensions of the K live beams; an <eos> among them
-    finishes a hypothesis if it ranks above the K-th continuing one, and the K best continuing ones
-    live on. An utterance is done with K finished hypotheses (or after ``max_len`` tokens, when its live
-    beams count too). The answer is the hypothesis with the best log p / length ** length_penalty,
-    length counting <eos>. Returns tokens without <sos> and <eos>; beam_size=1 is greedy decoding.
+    Each step ranks the 2K best extensions of the K live beams: an <eos> among them ends a hypothesis
+    if it ranks above the K-th continuing one, and the K best continuing ones live on. Hypotheses are
+    ranked by log p / length ** length_penalty, length counting <eos>. An utterance is done once K
+    hypotheses have ended and its best live beam, at its present length, ranks below the K-th of them;
+    after ``max_len`` tokens the live beams compete too. Stopping at the first K ended hypotheses
+    (Whisper) would cut short longer, better ones. Returns tokens without <sos> and <eos>; beam_size=1
+    gives greedy decoding.
     """
     B, K = memory.shape[0], beam_size
     memory = memory.repeat_interleave(K, dim=0)  # (B * K, S, Dm): beam k of utterance b is row b * K + k
@@ -126,28 +128,31 @@ def beam_search(decoder: nn.Module, memory: Tensor, memory_mask: Tensor | None, 
     tokens = torch.full((B * K, 1), sos, dtype=torch.long, device=memory.device)
     scores = torch.full((B, K), float("-inf"), device=memory.device)
     scores[:, 0] = 0.0  # the K beams start as the same <sos>: extend only one of them at first
-    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(B)]  # (normalised score, tokens)
+    ended: list[list[tuple[float, list[int]]]] = [[] for _ in range(B)]  # (normalised score, tokens)
+    done = [False] * B
     cache = KVCache()
-    for _ in range(max_len):
+    for step in range(1, max_len + 1):  # step = the number of tokens generated, with this one
         logits = decoder(tokens[:, -1:], memory, memory_mask, cache)[:, -1].float()  # (B * K, V)
         V = logits.shape[-1]
         top, index = (scores[..., None] + logits.log_softmax(-1).view(B, K, V)).view(B, K * V).topk(2 * K)
         beam, token = index // V, index % V  # (B, 2K) each, best first
         ends = token == eos  # at most K of the 2K, so K continuing ones remain
-        ranks_above = (~ends).cumsum(-1)  # continuing candidates ranked at or above each one
-        for b, j in (ends & (ranks_above < K)).nonzero().tolist():
-            if len(finished[b]) < K:
-                seq = tokens[b * K + beam[b, j], 1:].tolist()
-                finished[b].append((top[b, j].item() / (len(seq) + 1) ** length_penalty, seq))
-        if all(len(f) >= K for f in finished):
-            break
+        for b, j in (ends & ((~ends).cumsum(-1) < K)).nonzero().tolist():
+            if not done[b]:
+                ended[b].append((top[b, j].item() / step ** length_penalty, tokens[b * K + beam[b, j], 1:].tolist()))
         live = (~ends).float().argsort(dim=-1, descending=True, stable=True)[:, :K]  # the K best continuing
+        scores = top.gather(1, live)  # (B, K), best first
+        best_live = (scores[:, 0] / step ** length_penalty).tolist()
+        done = [d or (len(e) >= K and best_live[b] < sorted(h[0] for h in e)[-K])
+                for b, (d, e) in enumerate(zip(done, ended))]
+        if all(done):
+            break
         origin = (torch.arange(B, device=memory.device)[:, None] * K + beam.gather(1, live)).flatten()
         cache.reorder(origin)
         tokens = torch.cat([tokens[origin], token.gather(1, live).flatten()[:, None]], dim=1)
-        scores = top.gather(1, live)
-    else:  # max_len reached: the best live beams make up for missing finished hypotheses
-        for b, f in enumerate(finished):
-            f += [(scores[b, k].item() / max_len ** length_penalty, tokens[b * K + k, 1:].tolist())
-                  for k in range(K - len(f))]
-    return [max(f, key=lambda h: h[0])[1] for f in finished]
+    else:  # max_len reached
+        for b in range(B):
+            if not done[b]:
+                ended[b] += [(scores[b, k].item() / max_len ** length_penalty, tokens[b * K + k, 1:].tolist())
+                             for k in range(K)]
+    return [max(e, key=lambda h: h[0])[1] for e in ended]
