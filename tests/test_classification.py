@@ -109,3 +109,14 @@ def test_checkpoints_of_another_task_or_format_are_refused(tmp_path):
     torch.save({"evil": Path("x")}, tmp_path / "pickle.ckpt")  # needs full unpickling: refused
     with pytest.raises(InputError, match="not a loadable checkpoint"):
         Task.load(tmp_path / "pickle.ckpt")
+
+
+def test_attention_script_draws_maps_for_a_classifier(tiny_classifier, shape_folders, tmp_path):
+    images = sorted((shape_folders / "test").rglob("*.png"))[:2]
+    result = json.loads(run_script("attention", "--checkpoint", tiny_classifier, *images, "--out", tmp_path, "--json").stdout)
+    assert [r["input"] for r in result] == [str(p) for p in images]
+    for r in result:
+        assert Image.open(r["png"]).size[0] > 300  # the image and two overlays side by side
+        for name in ("rollout", "last"):
+            grid = torch.tensor(r[name])
+            assert grid.shape == (4, 4) and abs(grid.sum().item() - 1) < 1e-4
