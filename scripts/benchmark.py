@@ -1,0 +1,52 @@
+#!/usr/bin/env python
+"""Measure our models against their references in one process and print JSON.
+
+    python scripts/benchmark.py --task vit            # ViT-B/16 training step vs timm (GPU: batch 256, 224 px)
+    python scripts/benchmark.py --task attention      # full vs local vs linformer attention, 1k-32k tokens
+Without a GPU it runs small CPU sizes and says so in the output ("device" and "sizes").
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+from multimodal.inference.benchmark import Setting, attention_rows, vit_rows
+from multimodal.inference.common import device, script_main
+
+
+@script_main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=["vit", "attention", "all"], default="all")
+    parser.add_argument("--compile", action="store_true", help="torch.compile both our model and the reference")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 on GPU, 2 on CPU)")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--json", action="store_true", help="JSON only (it is always printed; this drops the notes)")
+    args = parser.parse_args(argv)
+
+    dev = device(args.device)
+    gpu = dev.type == "cuda"
+    steps = args.steps or (20 if gpu else 2)
+    report = {"device": torch.cuda.get_device_name(dev) if gpu else "cpu", "torch": torch.__version__,
+              "compile": args.compile, "sizes": "full" if gpu else "small CPU sizes (no GPU found)", "results": {}}
+    if args.task in ("vit", "all"):
+        setting = Setting(dev, batch=256 if gpu else 4, steps=steps, warmup=5 if gpu else 1, compile=args.compile)
+        report["results"]["vit"] = {"batch": setting.batch, "image_size": 224 if gpu else 64,
+                                    **vit_rows(setting, 224 if gpu else 64, "base" if gpu else "tiny")}
+    if args.task in ("attention", "all"):
+        lengths = [1024, 2048, 4096, 8192, 16384, 32768] if gpu else [256, 512, 1024]
+        setting = Setting(dev, batch=1, steps=steps, warmup=3 if gpu else 1, compile=False)
+        report["results"]["attention"] = attention_rows(setting, lengths)
+    print(json.dumps(report, indent=2))
+    if not args.json and not gpu:
+        print("note: CPU sizes only; run on a GPU for the figures docs/PERFORMANCE.md records", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
