@@ -2,7 +2,7 @@
 """The project in a few minutes on a laptop CPU: make data, train, and use what was trained.
 
 Every step runs one of the scripts exactly as you would type it; the commands are printed first.
-Outputs go to runs/demo/ (delete it to start over).
+Data goes to data/, checkpoints to runs/ (where the recipes put them).
 """
 
 import argparse
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = Path("runs/demo")
+DATA = Path("data")
 
 
 def step(title: str, *command: str, tail: int = 0) -> None:
@@ -31,19 +31,17 @@ def step(title: str, *command: str, tail: int = 0) -> None:
 
 def image_classification(epochs: int) -> None:
     step("MNIST-5k digits as PNG folders (4,000 train / 1,000 test, offline)",
-         "python", "scripts/make_data.py", "mnist", str(OUT / "mnist"))
+         "python", "scripts/make_data.py", "mnist", str(DATA / "mnist"))
     step(f"train a small ViT on the 4,000 training digits ({epochs} epochs; configs/vit_mnist.yaml trains longer)",
-         "python", "scripts/train.py", "fit", "--config", "configs/vit_mnist.yaml", "--trainer.max_epochs", str(epochs),
-         "--trainer.default_root_dir", str(OUT / "vit_mnist"),
-         "--trainer.callbacks.init_args.dirpath", str(OUT / "vit_mnist/checkpoints"))
+         "python", "scripts/train.py", "fit", "--config", "configs/vit_mnist.yaml", "--trainer.max_epochs", str(epochs))
     step("classify the 1,000 held-out digits (one sub-folder per class, so accuracy is reported)",
-         "python", "scripts/classify.py", "--checkpoint", str(OUT / "vit_mnist/checkpoints/last.ckpt"),
-         str(OUT / "mnist/test"), "--top-k", "3", tail=4)
+         "python", "scripts/classify.py", "--checkpoint", "runs/vit_mnist/checkpoints/last.ckpt",
+         str(DATA / "mnist/test"), "--top-k", "3", tail=4)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=6, help="training epochs of the image classifier")
+    parser.add_argument("--epochs", type=int, default=10, help="training epochs of the image classifier")
     args = parser.parse_args()
     start = time.perf_counter()
     image_classification(args.epochs)
