@@ -8,6 +8,7 @@ checkpoint that ``torch.load(weights_only=True)`` can read.
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
@@ -20,6 +21,13 @@ from torch import Tensor
 from multimodal.errors import InputError
 
 SPECIALS = ["<pad>", "<sos>", "<eos>"]
+
+
+_INTEROP_KINDS = {"open_clip_bpe": "multimodal.interop.open_clip", "whisper": "multimodal.interop.whisper"}
+
+
+def _subclasses(cls: type) -> list[type]:
+    return [s for c in cls.__subclasses__() for s in (c, *_subclasses(c))]
 
 
 class Tokenizer(ABC):
@@ -44,8 +52,10 @@ class Tokenizer(ABC):
 
     @staticmethod
     def from_dict(data: dict) -> Tokenizer:
-        """Rebuild any tokenizer from its ``to_dict``."""
-        kinds = {cls.kind: cls for cls in (CharTokenizer, BPETokenizer)}
+        """Rebuild any tokenizer from its ``to_dict``, those of converted OpenCLIP / Whisper models too."""
+        if data.get("type") in _INTEROP_KINDS:  # they wrap the optional packages' vocabularies: import on demand
+            importlib.import_module(_INTEROP_KINDS[data["type"]])
+        kinds = {cls.kind: cls for cls in _subclasses(Tokenizer)}
         if data.get("type") not in kinds:
             raise ValueError(f"unknown tokenizer type {data.get('type')!r}; expected one of {sorted(kinds)}")
         return kinds[data["type"]](**{k: v for k, v in data.items() if k != "type"})

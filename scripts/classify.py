@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from multimodal.inference.classify import classify, collect
-from multimodal.inference.common import device, print_json, script_main
+from multimodal.inference.common import device, format_scores, print_json, print_predictions, script_main
 from multimodal.tasks import ImageClassifier
 
 
@@ -32,13 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print_json(result)
         return 0
-    for r in result["predictions"]:
-        top = ", ".join(f"{t['label']} {t['prob']:.2f}" for t in r["top"])
-        mark = "" if "true" not in r else ("  ✓" if r["correct"] else f"  ✗ (true: {r['true']})")
-        print(f"{r['path']}: {top}{mark}")
+    print_predictions(result)
     if "accuracy" in result:
-        acc = result["accuracy"]
-        print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in acc.items()))
+        print(format_scores(result["accuracy"]))
     return 0
 
 

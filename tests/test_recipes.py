@@ -15,6 +15,9 @@ def recipe_data(shape_folders, tmp_path_factory):
     data = tmp_path_factory.mktemp("recipes") / "data"
     data.mkdir()
     os.symlink(shape_folders, data / "shape_classes")
+    run_script("make_data", "speech", data / "speech", "--train-size", 8, "--test-size", 4)  # asr_*.yaml
+    run_script("make_data", "shapes", data / "shapes_pairs", "--train-size", 16, "--test-size", 8,  # clip_*.yaml
+               "--retrieval-size", 2, "--zero-shot-per-class", 1, "--image-size", 32)
     return data
 
 

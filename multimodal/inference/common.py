@@ -46,3 +46,15 @@ def batches(items: Sequence[T], size: int, desc: str, quiet: bool = False) -> It
 
 def print_json(data) -> None:
     print(json.dumps(data, indent=2))
+
+
+def print_predictions(result: dict) -> None:
+    """One line per image: its top labels with probabilities, and ✓ / ✗ where the true label is known."""
+    for r in result["predictions"]:
+        top = ", ".join(f"{t['label']} {t['prob']:.2f}" for t in r["top"])
+        mark = "" if "true" not in r else ("  ✓" if r["correct"] else f"  ✗ (true: {r['true']})")
+        print(f"{r['path']}: {top}{mark}")
+
+
+def format_scores(scores: dict) -> str:
+    return " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in scores.items())

@@ -2,5 +2,7 @@
 
 from multimodal.tasks.base import Task
 from multimodal.tasks.classification import ImageClassifier
+from multimodal.tasks.contrastive import ImageTextContrastive
+from multimodal.tasks.speech import SpeechRecognizer
 
-__all__ = ["ImageClassifier", "Task"]
+__all__ = ["ImageClassifier", "ImageTextContrastive", "SpeechRecognizer", "Task"]

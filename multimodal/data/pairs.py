@@ -1,0 +1,265 @@
+"""Image–caption pairs: CSV or JSONL files users bring, a data module, and the shapes-world pairs writer.
+
+A pairs file has the columns / keys ``image`` (a path relative to the file) and ``caption``; an image may
+appear on several lines, one per caption. Every row is checked before training starts: a missing column
+or a line that is not JSON refuses the file; an empty caption or a missing / unreadable image is either
+an error naming the file and line (``skip_bad=False``) or, for training data, skipped, counted and
+reported in one warning.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from multimodal.data.images import eval_transform, load_image, train_transform
+from multimodal.errors import InputError
+
+COLUMNS = ("image", "caption")
+
+
+@dataclass
+class Pairs:
+    """Unique images and their captions: ``captions[i]`` are the captions of ``images[i]``."""
+    images: list[Path]
+    captions: list[list[str]]
+
+    def flat(self) -> tuple[list[str], list[int]]:
+        """Every caption once, and the index of its image."""
+        texts, image_of_text = [], []
+        for i, caps in enumerate(self.captions):
+            texts += caps
+            image_of_text += [i] * len(caps)
+        return texts, image_of_text
+
+
+def _rows(path: Path):
+    """(line number, dict) for each data row of a CSV or JSONL file."""
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise InputError(f"missing column(s) {', '.join(missing)} in the header "
+                                 f"(found: {', '.join(reader.fieldnames or []) or 'nothing'})", path, 1)
+            for row in reader:
+                yield reader.line_num, row
+        return
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"not a JSON line ({e.msg})", path, n) from None
+            if not isinstance(row, dict):
+                raise InputError("a line must be a JSON object with 'image' and 'caption'", path, n)
+            missing = [c for c in COLUMNS if c not in row]
+            if missing:
+                raise InputError(f"missing key(s) {', '.join(missing)}", path, n)
+            yield n, row
+
+
+def _check_image(path: Path) -> str | None:
+    """None if PIL can decode the image, else the reason."""
+    if not path.is_file():
+        return f"no such image file {path}"
+    if path.stat().st_size == 0:
+        return f"empty image file {path}"
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        return f"unreadable image {path} ({type(e).__name__})"
+    return None
+
+
+def read_pairs(path: str | Path, skip_bad: bool = False) -> Pairs:
+    """Read and check a pairs file (.csv, or JSON lines in any other suffix such as .jsonl)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such pairs file", path)
+    order: dict[Path, list[str]] = {}
+    checked: dict[Path, str | None] = {}
+    bad: list[str] = []
+    for n, row in _rows(path):
+        text = row["caption"]
+        text = text.strip() if isinstance(text, str) else None
+        image = row["image"]
+        problem = None
+        if text is None:
+            problem = "caption is not a string"
+        elif not text:
+            problem = "empty caption"
+        elif not isinstance(image, str) or not image.strip():
+            problem = "empty image path"
+        else:
+            image_path = (path.parent / image.strip())
+            if image_path not in checked:
+                checked[image_path] = _check_image(image_path)
+            problem = checked[image_path]
+        if problem:
+            if not skip_bad:
+                raise InputError(problem, path, n)
+            bad.append(f"line {n}: {problem}")
+            continue
+        order.setdefault(image_path, []).append(text)
+    if bad:
+        warnings.warn(f"{path}: skipped {len(bad)} bad row(s): {'; '.join(bad[:5])}{' …' if len(bad) > 5 else ''}",
+                      stacklevel=2)
+    if not order:
+        raise InputError("no usable image–caption pairs", path)
+    return Pairs(list(order), list(order.values()))
+
+
+class PairsDataset(Dataset):
+    """One item per image: (image (3, H, W) in [0, 1], one of its captions, image index).
+
+    Training draws a caption per image each time it is read (so each epoch may pair an image with another
+    of its captions, and no image appears twice in a batch); evaluation always takes the first.
+    """
+
+    def __init__(self, pairs: Pairs, transform, sample_caption: bool, seed: int = 0):
+        self.pairs, self.transform, self.sample_caption = pairs, transform, sample_caption
+        self.rng = random.Random(seed)
+
+    def __len__(self) -> int:
+        return len(self.pairs.images)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, str, int]:
+        captions = self.pairs.captions[i]
+        text = self.rng.choice(captions) if self.sample_caption else captions[0]
+        return self.transform(load_image(self.pairs.images[i])), text, i
+
+
+class PairsData(L.LightningDataModule):
+    """Image–caption files for contrastive training. Batches: (images (B, 3, H, W), captions list[str],
+    image indices (B,)). ``val`` is also the test set when ``test`` is not given."""
+
+    def __init__(self, train: str, val: str | None = None, test: str | None = None, image_size: int = 64,
+                 batch_size: int = 64, num_workers: int = 0, augment: str | None = None, seed: int = 0):
+        super().__init__()
+        self.train_file, self.val_file, self.test_file = train, val, test
+        self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
+        self.augment, self.seed = augment, seed
+        self.train_pairs: Pairs | None = None
+        self.val_pairs: Pairs | None = None
+        self.test_pairs: Pairs | None = None
+
+    def _read(self) -> None:
+        if self.train_pairs is None:
+            self.train_pairs = read_pairs(self.train_file, skip_bad=True)
+            self.val_pairs = read_pairs(self.val_file, skip_bad=True) if self.val_file else None
+            self.test_pairs = read_pairs(self.test_file, skip_bad=True) if self.test_file else self.val_pairs
+
+    def captions(self) -> list[str]:
+        """Every training caption (to train the tokenizer on)."""
+        self._read()
+        return [c for caps in self.train_pairs.captions for c in caps]
+
+    def setup(self, stage: str | None = None) -> None:
+        self._read()
+
+    def _loader(self, pairs: Pairs | None, train: bool = False) -> DataLoader | list:
+        if pairs is None:
+            return []
+        transform = train_transform(self.image_size, self.augment) if train else eval_transform(self.image_size)
+        dataset = PairsDataset(pairs, transform, sample_caption=train, seed=self.seed)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=train,
+                          drop_last=train and len(dataset) > self.batch_size, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_pairs, train=True)
+
+    def val_dataloader(self):
+        return self._loader(self.val_pairs)
+
+    def test_dataloader(self):
+        return self._loader(self.test_pairs)
+
+
+# --- the shapes world as pairs files --------------------------------------------------------------
+
+INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+
+
+def scene_captions(scene) -> list[str]:
+    """Every caption of the grammar that describes the scene: with and without the size for one object,
+    both orders ("a A left of a B" = "a B right of a A") for two."""
+    if len(scene.objects) == 1:
+        (o,) = scene.objects
+        return [f"a {o.color} {o.shape}", f"a {o.size} {o.color} {o.shape}"]
+    a, b = scene.objects
+    return [f"a {a.color} {a.shape} {scene.relation} a {b.color} {b.shape}",
+            f"a {b.color} {b.shape} {INVERSE[scene.relation]} a {a.color} {a.shape}"]
+
+
+def write_shape_pairs(out: str | Path, train_size: int = 10000, test_size: int = 1000, seed: int = 0,
+                      image_size: int = 64, zero_shot_per_class: int = 20, retrieval_size: int = 1000,
+                      quiet: bool = False) -> dict[str, int]:
+    """Shapes-world image–caption pairs, written as
+
+    out/images/*.png; out/train.jsonl (one- and two-object scenes, no held-out colour–shape pair in any image or
+    caption); out/test.jsonl (test scenes, every pair); out/two_object_test.jsonl (two-object test scenes,
+    for retrieval); out/zero_shot/{train_pairs,held_out}/COLOR_SHAPE/*.png and out/zero_shot/shapes/SHAPE/*.png
+    (single-object test images) with out/zero_shot/color_shape_classes.txt (the 48 classes).
+    Each image has all the captions that describe it. Returns the number of images of each part.
+    """
+    from tqdm import tqdm
+
+    from multimodal.data.shapes import (COLORS, HELD_OUT_PAIRS, SHAPES, Scene, render, sample_object, sample_scene,
+                                        shape_classes)
+
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    counts = {}
+
+    def scenes_file(name: str, n: int, split: str, num_objects: list[int]) -> None:
+        rng = random.Random(f"pairs:{name}:{seed}")
+        with (out / f"{name}.jsonl").open("w") as f:
+            for i in tqdm(range(n), desc=f"writing {name}", disable=quiet):
+                scene = sample_scene(rng, num_objects[i % len(num_objects)], split)
+                if split == "train":
+                    assert all((o.color, o.shape) not in HELD_OUT_PAIRS for o in scene.objects)
+                file = f"images/{name}_{i:05d}.png"
+                render(scene, rng, image_size).save(out / file)
+                for text in scene_captions(scene):
+                    f.write(json.dumps({"image": file, "caption": text}) + "\n")
+        counts[name] = n
+
+    scenes_file("train", train_size, "train", [1, 2])
+    scenes_file("test", test_size, "test", [1, 2])
+    scenes_file("two_object_test", retrieval_size, "test", [2])
+
+    rng = random.Random(f"pairs:zero_shot:{seed}")
+    zero = out / "zero_shot"
+    counts["zero_shot/train_pairs"] = counts["zero_shot/held_out"] = counts["zero_shot/shapes"] = 0
+    for name in tqdm(shape_classes("color_shape"), desc="writing zero_shot", disable=quiet):
+        pair = tuple(name.split(" "))
+        part = "held_out" if pair in HELD_OUT_PAIRS else "train_pairs"
+        folder = zero / part / name.replace(" ", "_")
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(zero_shot_per_class):
+            render(Scene((sample_object(rng, "test", pair),)), rng, image_size).save(folder / f"{i:05d}.png")
+        counts[f"zero_shot/{part}"] += zero_shot_per_class
+    per_shape = max(1, zero_shot_per_class * len(COLORS) // 2)
+    for shape in SHAPES:
+        folder = zero / "shapes" / shape
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_shape):
+            pair = (rng.choice(list(COLORS)), shape)
+            render(Scene((sample_object(rng, "test", pair),)), rng, image_size).save(folder / f"{i:05d}.png")
+        counts["zero_shot/shapes"] += per_shape
+    (zero / "color_shape_classes.txt").write_text("\n".join(shape_classes("color_shape")) + "\n")
+    return counts

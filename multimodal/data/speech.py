@@ -1,0 +1,262 @@
+"""Speech data: JSONL manifests of ``{"audio": "clips/a.wav", "text": "..."}`` (paths relative to the
+manifest), validated up front, read at any rate / channel count, batched by duration.
+
+A bad line (bad JSON, no "audio" or "text", empty text, a missing or unreadable audio file) is named
+with the manifest's path and line number. Training data skip bad lines, count them and name them in one
+warning (all bad: refused); validation and test data are refused at the first bad line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from multimodal.data.audio import MIN_SECONDS, SAMPLE_RATE, load_audio
+from multimodal.errors import InputError
+
+
+@dataclass
+class Utterance:
+    audio: Path  # resolved against the manifest's folder
+    text: str
+    seconds: float  # at 16 kHz, before any speed perturbation
+    manifest: Path
+    line: int
+
+
+def _check_line(raw: str, manifest: Path, line: int, check_audio: bool) -> Utterance:
+    try:
+        entry = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise InputError(f"not valid JSON ({e.msg} at column {e.colno})", manifest, line) from None
+    if not isinstance(entry, dict):
+        raise InputError(f"expected a JSON object with \"audio\" and \"text\", got {type(entry).__name__}",
+                         manifest, line)
+    for key in ("audio", "text"):
+        if key not in entry:
+            raise InputError(f"no {key!r} field (a line needs \"audio\" and \"text\")", manifest, line)
+        if not isinstance(entry[key], str):
+            raise InputError(f"{key!r} must be a string, got {type(entry[key]).__name__}", manifest, line)
+    text = entry["text"].strip()
+    if not text:
+        raise InputError("empty text", manifest, line)
+    audio = manifest.parent / entry["audio"]
+    try:
+        if check_audio:  # the whole file, as training will read it: corrupt, silent, too short, NaN
+            seconds = load_audio(audio).shape[0] / SAMPLE_RATE
+        else:  # the header only: missing, unreadable or empty files
+            if not audio.is_file():
+                raise InputError("no such audio file", audio)
+            try:
+                info = sf.info(audio)
+            except Exception as e:
+                raise InputError(f"not a readable audio file: {getattr(e, 'error_string', None) or e}", audio) from None
+            seconds = info.frames / info.samplerate
+            if seconds < MIN_SECONDS:
+                raise InputError(f"too short: {seconds:.3f} s, at least {MIN_SECONDS} s needed", audio)
+    except InputError as e:
+        raise InputError(f"audio {entry['audio']!r}: {e.reason}", manifest, line) from None
+    return Utterance(audio, text, seconds, manifest, line)
+
+
+def read_manifest(path: str | Path, skip_bad: bool = False, check_audio: bool = True,
+                  ) -> tuple[list[Utterance], list[InputError]]:
+    """Every line of a JSONL manifest checked: (good utterances, errors of the bad lines).
+
+    ``skip_bad=False`` raises the first bad line's InputError; with ``skip_bad=True`` bad lines are
+    returned for the caller to report, and a manifest with no good line is refused. Blank lines are
+    ignored. ``check_audio`` reads every clip in full (else only the file headers).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such manifest file", path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise InputError(f"not a UTF-8 text file ({e.reason} at byte {e.start})", path) from None
+    good, bad = [], []
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            good.append(_check_line(raw, path, number, check_audio))
+        except InputError as e:
+            if not skip_bad:
+                raise
+            bad.append(e)
+    if not good:
+        if bad:
+            raise InputError(f"no usable line: all {len(bad)} are bad, e.g. {bad[0]}", path)
+        raise InputError("the manifest lists no audio (empty file)", path)
+    return good, bad
+
+
+def report_skipped(path: Path, bad: list[InputError], total: int) -> None:
+    if bad:
+        shown = "; ".join(str(e) for e in bad[:10]) + (f"; … and {len(bad) - 10} more" if len(bad) > 10 else "")
+        warnings.warn(f"{path}: skipped {len(bad)} of {total} lines: {shown}", stacklevel=2)
+
+
+def speed_perturb(waveform: Tensor, factor: float) -> Tensor:
+    """Play ``factor`` times faster (Kaldi / sox ``speed``: tempo and pitch change together), by resampling."""
+    if factor == 1.0:
+        return waveform
+    orig, new = round(factor * 100), 100
+    g = math.gcd(orig, new)
+    return AF.resample(waveform, orig // g, new // g)
+
+
+class SpeechDataset(Dataset):
+    """Utterances -> (waveform (T,) float32 16 kHz mono, text); training picks a random speed per clip."""
+
+    def __init__(self, utterances: list[Utterance], speeds: tuple[float, ...] = (1.0,)):
+        self.utterances, self.speeds = utterances, tuple(speeds)
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, str]:
+        u = self.utterances[index]
+        waveform = load_audio(u.audio)
+        if len(self.speeds) > 1 or self.speeds[0] != 1.0:
+            waveform = speed_perturb(waveform, random.choice(self.speeds))
+        return waveform, u.text
+
+    @property
+    def durations(self) -> list[float]:
+        return [u.seconds for u in self.utterances]
+
+
+def collate_speech(items: list[tuple[Tensor, str]]) -> tuple[Tensor, Tensor, list[str]]:
+    """-> waveforms (B, T) zero-padded, lengths (B,), texts."""
+    lengths = torch.tensor([w.shape[0] for w, _ in items])
+    waveforms = torch.zeros(len(items), int(lengths.max()))
+    for row, (w, _) in enumerate(items):
+        waveforms[row, :w.shape[0]] = w
+    return waveforms, lengths, [t for _, t in items]
+
+
+class DurationBatchSampler(Sampler[list[int]]):
+    """Batches of clips of similar duration, so that little of a batch is padding.
+
+    Each epoch (when ``shuffle``) the clips are shuffled, cut into chunks of ``chunk_batches`` batches,
+    sorted by duration inside each chunk and cut into batches of at most ``batch_size`` clips and, with
+    ``max_seconds``, at most that many padded seconds (longest clip x clips); batch order is shuffled too.
+    Without shuffling, the whole set is sorted by duration.
+    """
+
+    def __init__(self, durations: list[float], batch_size: int, max_seconds: float | None = None,
+                 shuffle: bool = False, seed: int = 0, chunk_batches: int = 50):
+        self.durations, self.batch_size, self.max_seconds = list(durations), batch_size, max_seconds
+        self.shuffle, self.seed, self.chunk_batches = shuffle, seed, chunk_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _plan(self, epoch: int) -> list[list[int]]:
+        order = list(range(len(self.durations)))
+        rng = random.Random(f"{self.seed}:{epoch}")
+        if self.shuffle:
+            rng.shuffle(order)
+            chunk = self.batch_size * self.chunk_batches
+            chunks = [order[i:i + chunk] for i in range(0, len(order), chunk)]
+        else:
+            chunks = [order]
+        batches = []
+        for members in chunks:
+            members.sort(key=lambda i: self.durations[i])
+            batch: list[int] = []
+            for i in members:  # ascending durations: the newest clip is the batch's longest
+                too_long = self.max_seconds is not None and (len(batch) + 1) * self.durations[i] > self.max_seconds
+                if batch and (len(batch) == self.batch_size or too_long):
+                    batches.append(batch)
+                    batch = []
+                batch.append(i)
+            if batch:
+                batches.append(batch)
+        if self.shuffle:
+            rng.shuffle(batches)
+        return batches
+
+    def __iter__(self):
+        plan = self._plan(self.epoch)
+        if self.shuffle:
+            self.epoch += 1  # Lightning calls set_epoch only for some samplers; keep moving either way
+        return iter(plan)
+
+    def __len__(self) -> int:
+        return len(self._plan(self.epoch))
+
+
+class SpeechManifestData(L.LightningDataModule):
+    """Train / val / test JSONL manifests -> batches ``(waveforms (B, T), lengths (B,), texts)``.
+
+    ``val_manifest`` defaults to ``test_manifest``. ``batch_size`` caps the clips of a batch and
+    ``max_seconds`` (optional) its padded seconds. ``speeds`` are the speed-perturbation factors drawn
+    for each training clip (``[1.0]`` turns it off). ``check_audio`` reads every clip once up front
+    (else only the headers are checked, and a clip that fails later stops training).
+    """
+
+    def __init__(self, train_manifest: str | None = None, val_manifest: str | None = None,
+                 test_manifest: str | None = None, batch_size: int = 32, max_seconds: float | None = None,
+                 speeds: list[float] = (0.9, 1.0, 1.1), num_workers: int = 0, check_audio: bool = True,
+                 seed: int = 0):
+        super().__init__()
+        self.manifests = {"train": train_manifest, "val": val_manifest or test_manifest, "test": test_manifest}
+        self.batch_size, self.max_seconds, self.speeds = batch_size, max_seconds, tuple(speeds)
+        self.num_workers, self.check_audio, self.seed = num_workers, check_audio, seed
+        self.sets: dict[str, SpeechDataset] = {}
+
+    def _load(self, split: str) -> SpeechDataset:
+        if split not in self.sets:
+            path = self.manifests[split]
+            if path is None:
+                raise InputError(f"no {split} manifest given (data.init_args.{split}_manifest)")
+            utterances, bad = read_manifest(path, skip_bad=split == "train", check_audio=self.check_audio)
+            report_skipped(Path(path), bad, len(utterances) + len(bad))
+            self.sets[split] = SpeechDataset(utterances, self.speeds if split == "train" else (1.0,))
+        return self.sets[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for split in splits.get(stage, ("train", "val", "test")):
+            if self.manifests[split] is not None or split == "train":
+                self._load(split)
+
+    def texts(self) -> list[str]:
+        """The training transcripts (for building a tokenizer)."""
+        return [u.text for u in self._load("train").utterances]
+
+    def longest(self) -> tuple[Utterance, float]:
+        """The longest training clip and its longest duration after speed perturbation, in seconds."""
+        longest = max(self._load("train").utterances, key=lambda u: u.seconds)
+        return longest, longest.seconds / min(self.speeds)
+
+    def _loader(self, split: str) -> DataLoader:
+        dataset = self._load(split)
+        train = split == "train"
+        sampler = DurationBatchSampler(dataset.durations, self.batch_size, self.max_seconds, shuffle=train,
+                                       seed=self.seed)
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_speech, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")

@@ -1,0 +1,129 @@
+"""Cross-modal retrieval with an ImageTextContrastive checkpoint: an index of image embeddings, text or image
+queries against it, and recall@k on a pairs file.
+
+An index is one safetensors file: the (N, E) normalised embeddings, and as metadata the image paths and a
+fingerprint of the checkpoint's weights and tokenizer, so an index is never queried with another model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from multimodal.data.images import find_images
+from multimodal.data.pairs import read_pairs
+from multimodal.errors import InputError
+from multimodal.inference.zero_shot import embed_images
+from multimodal.tasks.contrastive import recall_at_k
+
+INDEX_FORMAT = "multimodal-retrieval-index/1"
+
+
+def fingerprint(model) -> str:
+    """sha256 (first 16 hex digits) of the model's weights and tokenizer: the same for the same weights in any file."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    h.update(json.dumps(model.tokenizer.to_dict(), sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def build_index(model, inputs: list[str | Path], out: str | Path, batch_size: int = 64, quiet: bool = False) -> dict:
+    from safetensors.torch import save_file
+
+    paths = []
+    for item in inputs:
+        paths += find_images(item)
+    if not paths:
+        raise InputError("no image files found", ", ".join(map(str, inputs)))
+    embeddings, kept, skipped = embed_images(model, paths, batch_size, quiet)
+    if not kept:
+        raise InputError("no readable images", ", ".join(map(str, inputs)))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {"format": INDEX_FORMAT, "fingerprint": fingerprint(model),
+                "paths": json.dumps([str(p.resolve()) for p in kept])}
+    save_file({"embeddings": embeddings.contiguous()}, str(out), metadata=metadata)
+    return {"index": str(out), "images": len(kept), "skipped": skipped, "fingerprint": metadata["fingerprint"]}
+
+
+def load_index(path: str | Path, model) -> tuple[torch.Tensor, list[str]]:
+    """(N, E) embeddings and image paths; refuses a file that is not an index or was built by another model."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("no such index file", path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            embeddings = f.get_tensor("embeddings")
+    except Exception as e:
+        raise InputError(f"not a retrieval index ({type(e).__name__})", path) from None
+    if metadata.get("format") != INDEX_FORMAT:
+        raise InputError("not a retrieval index written by retrieve.py index", path)
+    expected = fingerprint(model)
+    if metadata.get("fingerprint") != expected:
+        raise InputError(f"this index was built with another checkpoint (fingerprint {metadata.get('fingerprint')}, "
+                         f"this checkpoint's is {expected}): rebuild it with retrieve.py index", path)
+    return embeddings, json.loads(metadata["paths"])
+
+
+@torch.no_grad()
+def query(model, index: str | Path, text: str | None = None, image: str | Path | None = None, top_k: int = 5) -> dict:
+    """The top-k images of the index for a text or an image query, best first, with cosine similarities."""
+    embeddings, paths = load_index(index, model)
+    if (text is None) == (image is None):
+        raise ValueError("give exactly one of text and image")
+    if text is not None:
+        if not text.strip():
+            raise InputError("empty query text")
+        q = model.encode_text([text]).cpu()
+    else:
+        q, kept, skipped = embed_images(model, [Path(image)], quiet=True)
+        if not kept:
+            raise InputError(skipped[0] if skipped else "not a readable image", None)
+    scores = (q @ embeddings.float().T)[0]
+    values, indices = scores.topk(min(top_k, len(paths)))
+    return {"query": text if text is not None else str(image),
+            "results": [{"path": paths[i], "score": round(v, 4)} for v, i in zip(values.tolist(), indices.tolist())]}
+
+
+@torch.no_grad()
+def evaluate(model, pairs_file: str | Path, ks: tuple[int, ...] = (1, 5, 10), batch_size: int = 64,
+             quiet: bool = False) -> dict:
+    """Recall@k both ways on a pairs file (checked strictly: a bad row is an error naming its line)."""
+    pairs = read_pairs(pairs_file)
+    image_emb, kept, skipped = embed_images(model, pairs.images, batch_size, quiet)
+    if skipped:
+        raise InputError(f"unreadable image: {skipped[0]}", pairs_file)
+    texts, image_of_text = pairs.flat()
+    text_emb = torch.cat([model.encode_text(texts[i:i + batch_size]).cpu() for i in range(0, len(texts), batch_size)])
+    recall = recall_at_k(text_emb @ image_emb.T, image_of_text, ks)
+    return {"pairs": str(pairs_file), "images": len(kept), "captions": len(texts),
+            "text_to_image": {f"R@{k}": recall[f"text_to_image_R@{k}"] for k in ks},
+            "image_to_text": {f"R@{k}": recall[f"image_to_text_R@{k}"] for k in ks}}
+
+
+def contact_sheet(result: dict, out: str | Path, thumb: int = 96) -> Path:
+    """A PNG row of the top results, each with its rank and score under it."""
+    from PIL import Image, ImageDraw
+
+    from multimodal.data.images import load_image
+
+    items = result["results"]
+    sheet = Image.new("RGB", (max(1, len(items)) * (thumb + 8) + 8, thumb + 40), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    draw.text((8, 2), str(result["query"])[:80], fill=(0, 0, 0))
+    for n, item in enumerate(items):
+        x = 8 + n * (thumb + 8)
+        sheet.paste(load_image(item["path"]).resize((thumb, thumb)), (x, 16))
+        draw.text((x, thumb + 20), f"{n + 1}: {item['score']:.3f}", fill=(0, 0, 0))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out)
+    return out

@@ -1,0 +1,162 @@
+"""Zero-shot image classification with an ImageTextContrastive checkpoint: classes named in words.
+
+A class's embedding is the normalised mean of the normalised embeddings of its prompts (one per template,
+e.g. "a small {}"). A folder with one sub-folder per class (underscores read as spaces) is labelled, and
+accuracy is reported for it, overall and per folder given.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from multimodal.data.images import IMAGE_SUFFIXES, eval_transform, find_images, load_image
+from multimodal.errors import InputError
+from multimodal.inference.common import batches
+
+# the shapes world's own phrasing: a class name such as "red star" or "circle" fills the gap
+DEFAULT_TEMPLATES = ("a {}", "a small {}", "a large {}")
+
+
+def folder_class(name: str) -> str:
+    return name.replace("_", " ")
+
+
+def read_lines(path: str | Path, what: str) -> list[str]:
+    """Non-empty, stripped lines of a text file (classes or templates)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"no such {what} file", path)
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
+    if not lines:
+        raise InputError(f"no {what} in the file", path)
+    return lines
+
+
+def check_classes(classes: list[str], source: str | Path) -> list[str]:
+    classes = [c.strip() for c in classes]
+    if not classes or any(not c for c in classes):
+        raise InputError("empty class name", source)
+    seen, duplicates = set(), []
+    for c in classes:
+        if c.lower() in seen and c not in duplicates:
+            duplicates.append(c)
+        seen.add(c.lower())
+    if duplicates:
+        raise InputError(f"duplicate class name(s): {', '.join(map(repr, duplicates))}", source)
+    return classes
+
+
+def check_templates(templates: list[str], source: str | Path) -> list[str]:
+    bad = [t for t in templates if t.count("{}") != 1]
+    if bad:
+        raise InputError(f"a template needs exactly one {{}} for the class name: {bad[0]!r}", source)
+    return templates
+
+
+def collect(inputs: list[str | Path], classes: list[str] | None) -> tuple[list[str] | None, list[tuple[Path, int | None, str]]]:
+    """(classes, [(image path, label or None, input it came from)]).
+
+    Without ``classes``, every input folder must have class sub-folders, and the classes are their names
+    (underscores read as spaces) over all inputs. With ``classes``, a folder whose sub-folders are all
+    classes is labelled; any other folder or file is not.
+    """
+    items = [Path(p) for p in inputs]
+    for item in items:
+        if not item.exists():
+            raise InputError("no such file or folder", item)
+    subdirs = {item: sorted(d for d in item.iterdir() if d.is_dir() and not d.name.startswith("."))
+               if item.is_dir() else [] for item in items}
+    if classes is None:
+        for item in items:
+            if not subdirs[item]:
+                raise InputError("no classes given (--classes / --classes-file) and no class sub-folders here", item)
+        names = sorted({folder_class(d.name) for item in items for d in subdirs[item]})
+        classes = check_classes(names, ", ".join(map(str, items)))
+    found = []
+    for item in items:
+        dirs = subdirs[item]
+        if dirs and all(folder_class(d.name) in classes for d in dirs):
+            for d in dirs:
+                images = find_images(d)
+                if not images:
+                    warnings.warn(f"class folder {d} has no images")
+                found += [(p, classes.index(folder_class(d.name)), str(item)) for p in images]
+        else:
+            images = find_images(item)
+            if item.is_file() and item.suffix.lower() not in IMAGE_SUFFIXES:
+                images = [item]  # the user named it: try it, and say clearly if it is not an image
+            found += [(p, None, str(item)) for p in images]
+    if not found:
+        raise InputError("no image files found", ", ".join(map(str, items)))
+    return classes, found
+
+
+@torch.no_grad()
+def class_embeddings(model, classes: list[str], templates: list[str] | tuple[str, ...] = DEFAULT_TEMPLATES) -> torch.Tensor:
+    """(C, E): for each class, the normalised mean of its normalised prompt embeddings."""
+    prompts = [t.format(c) for c in classes for t in templates]
+    embeddings = model.encode_text(prompts).view(len(classes), len(templates), -1)
+    return F.normalize(embeddings.mean(dim=1), dim=-1)
+
+
+@torch.no_grad()
+def embed_images(model, paths: list[Path], batch_size: int = 64, quiet: bool = False,
+                 desc: str = "embedding images") -> tuple[torch.Tensor, list[Path], list[str]]:
+    """(N, E) normalised embeddings of the readable images, those images, and why the others were skipped."""
+    transform = eval_transform(model.vit.cfg.image_size)
+    out, kept, skipped = [], [], []
+    for chunk in batches(paths, batch_size, desc, quiet):
+        tensors = []
+        for path in chunk:
+            try:
+                tensors.append(transform(load_image(path, model.vit.cfg.channels)))
+                kept.append(path)
+            except InputError as e:
+                skipped.append(str(e))
+        if tensors:
+            out.append(model.encode_image(torch.stack(tensors).to(model.device)).cpu())
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} unreadable image(s): " + "; ".join(skipped[:5]))
+    dim = model.embed_dim
+    return (torch.cat(out) if out else torch.empty(0, dim)), kept, skipped
+
+
+def _accuracy(results: list[dict], k: int) -> dict:
+    return {"top1": sum(r["correct"] for r in results) / len(results),
+            f"top{k}": sum(r["correct_top_k"] for r in results) / len(results), "images": len(results)}
+
+
+@torch.no_grad()
+def zero_shot(model, inputs: list[str | Path], classes: list[str] | None = None,
+              templates: list[str] | tuple[str, ...] = DEFAULT_TEMPLATES, top_k: int = 5, batch_size: int = 64,
+              quiet: bool = False) -> dict:
+    """Top-k classes of every image; accuracy (top-1 / top-k) over the labelled ones, overall and per input."""
+    classes, found = collect(inputs, classes)
+    top_k = max(1, min(top_k, len(classes)))
+    weights = class_embeddings(model, classes, templates).cpu()  # (C, E)
+    index = {path: (label, source) for path, label, source in found}
+    image_emb, kept, skipped = embed_images(model, [p for p, _, _ in found], batch_size, quiet)
+    probs = (model.scale().detach().cpu() * image_emb @ weights.T).softmax(dim=-1)  # (N, C)
+    values, indices = probs.topk(top_k, dim=-1)
+    results = []
+    for path, v, i in zip(kept, values.tolist(), indices.tolist()):
+        label, source = index[path]
+        r = {"path": str(path), "top": [{"label": classes[c], "prob": round(p, 4)} for p, c in zip(v, i)]}
+        if label is not None:
+            r.update(true=classes[label], correct=i[0] == label, correct_top_k=label in i, input=source)
+        results.append(r)
+    summary = {"classes": classes, "templates": list(templates), "images": len(results), "skipped": skipped,
+               "predictions": results}
+    labelled = [r for r in results if "true" in r]
+    if labelled:
+        summary["accuracy"] = _accuracy(labelled, top_k)
+        sources = sorted({r["input"] for r in labelled})
+        if len(sources) > 1:
+            summary["accuracy_per_input"] = {s: _accuracy([r for r in labelled if r["input"] == s], top_k)
+                                             for s in sources}
+    return summary

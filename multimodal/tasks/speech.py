@@ -1,0 +1,138 @@
+"""SpeechRecognizer: audio encoder + attention decoder (cross-attention) + a CTC head on the encoder.
+
+Loss = ctc_weight * CTC + (1 - ctc_weight) * label-smoothed cross-entropy of the decoder. Validation and
+test decode (greedy, or beam search with ``beam_size`` > 1) and report WER and CER (torchmetrics).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics.text import CharErrorRate, WordErrorRate
+
+from multimodal.encoders.audio import HOP_LENGTH, SAMPLE_RATE, AudioEncoder, AudioEncoderConfig
+from multimodal.encoders.text import TextConfig, TextDecoder, beam_search, greedy_decode
+from multimodal.errors import InputError
+from multimodal.tasks.base import Task
+from multimodal.tokenizers import CharTokenizer, Tokenizer
+
+
+class SpeechRecognizer(Task):
+    """Waveforms (B, T) at 16 kHz + lengths (B,) -> transcripts.
+
+    ``tokenizer`` (a ``Tokenizer.to_dict()``) may be left out of a recipe: ``configure_model`` then builds
+    a character tokenizer from the training transcripts of the data module; it is saved in the checkpoint
+    so that it runs alone. ``decoder.vocab_size`` is always the tokenizer's.
+    """
+
+    def __init__(self, encoder: AudioEncoderConfig, decoder: TextConfig, tokenizer: dict | None = None,
+                 ctc_weight: float = 0.3, label_smoothing: float = 0.1, beam_size: int = 1,
+                 length_penalty: float = 1.0, lr: float = 1e-3, weight_decay: float = 0.01,
+                 warmup_fraction: float = 0.05):
+        super().__init__(lr, weight_decay, warmup_fraction)
+        if not 0.0 <= ctc_weight <= 1.0:
+            raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
+        self.save_plain_hyperparameters()
+        self.encoder = AudioEncoder(AudioEncoderConfig(**encoder) if isinstance(encoder, dict) else encoder)
+        self.decoder_cfg = TextConfig(**decoder) if isinstance(decoder, dict) else decoder
+        self.ctc_weight, self.label_smoothing = ctc_weight, label_smoothing
+        self.beam_size, self.length_penalty = beam_size, length_penalty
+        self.tokenizer: Tokenizer | None = None
+        self.decoder: TextDecoder | None = None
+        self.ctc_head: nn.Linear | None = None
+        metrics = lambda: nn.ModuleDict({"wer": WordErrorRate(), "cer": CharErrorRate()})  # noqa: E731
+        self.val_metrics, self.test_metrics = metrics(), metrics()
+        if tokenizer is not None:
+            self._build_decoder(Tokenizer.from_dict(tokenizer))
+
+    def _build_decoder(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.hparams["tokenizer"] = tokenizer.to_dict()
+        self.decoder_cfg.vocab_size = tokenizer.vocab_size
+        self.hparams["decoder"]["vocab_size"] = tokenizer.vocab_size
+        self.decoder = TextDecoder(self.decoder_cfg, memory_dim=self.encoder.dim)
+        self.ctc_head = nn.Linear(self.encoder.dim, tokenizer.vocab_size)
+
+    def configure_model(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        fitting = self.trainer.state.fn == "fit"
+        # the training transcripts: to build the tokenizer, or to check that it knows their characters
+        texts = datamodule.texts() if hasattr(datamodule, "texts") and (self.decoder is None or fitting) else None
+        if self.decoder is None:
+            if not texts:
+                raise ValueError("no tokenizer in the model config and no training transcripts from the data module")
+            self._build_decoder(CharTokenizer.from_texts(texts))
+        if fitting and hasattr(datamodule, "longest"):  # a clip the encoder cannot take stops training late
+            clip, seconds = datamodule.longest()
+            window = (2 * self.encoder.cfg.max_frames - 1) * HOP_LENGTH / SAMPLE_RATE
+            if seconds > window:
+                raise InputError(f"audio {clip.audio.name!r} lasts {seconds:.1f} s (at the slowest training speed), "
+                                 f"longer than the encoder's {window:.1f} s window; raise encoder.max_frames "
+                                 f"(now {self.encoder.cfg.max_frames}) or split the clip", clip.manifest, clip.line)
+        if texts:
+            longest = max(texts, key=len)
+            for text in texts:  # unknown characters: InputError listing them
+                self.tokenizer.encode(text)
+            if len(self.tokenizer.encode(longest)) + 2 > self.decoder_cfg.context_length:
+                raise InputError(f"a transcript of {len(self.tokenizer.encode(longest))} tokens (+ <sos>, <eos>) "
+                                 f"does not fit decoder.context_length={self.decoder_cfg.context_length}: "
+                                 f"{longest!r}")
+
+    # ---- model ----
+    def encode(self, waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        return self.encoder(waveforms, lengths)  # (B, S, D), (B, S)
+
+    def losses(self, waveforms: Tensor, lengths: Tensor, texts: list[str]) -> dict[str, Tensor]:
+        """The CTC, attention and combined losses of a batch."""
+        memory, mask = self.encode(waveforms, lengths)
+        tokens, token_lengths = self.tokenizer.encode_batch(texts, self.decoder_cfg.context_length)
+        tokens, token_lengths = tokens.to(memory.device), token_lengths.to(memory.device)
+        targets = tokens[:, 1:].masked_fill(tokens[:, 1:] == self.tokenizer.pad, -100)  # (B, T-1), <eos> kept
+        logits = self.decoder(tokens[:, :-1], memory, mask)  # (B, T-1, V)
+        attention = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-100,
+                                    label_smoothing=self.label_smoothing)
+        log_probs = self.ctc_head(memory).float().log_softmax(-1).transpose(0, 1)  # (S, B, V)
+        ctc = F.ctc_loss(log_probs, tokens[:, 1:], mask.sum(1), token_lengths - 2, blank=self.tokenizer.blank,
+                         zero_infinity=True)
+        loss = self.ctc_weight * ctc + (1 - self.ctc_weight) * attention
+        return {"loss": loss, "ctc": ctc, "attention": attention}
+
+    @torch.no_grad()
+    def transcribe(self, waveforms: Tensor, lengths: Tensor | None = None, beam_size: int | None = None) -> list[str]:
+        """Decode a batch: greedy for beam_size 1, else beam search (default: the model's ``beam_size``)."""
+        if lengths is None:
+            lengths = torch.full((waveforms.shape[0],), waveforms.shape[1])
+        was_training = self.training
+        self.eval()
+        try:
+            memory, mask = self.encode(waveforms.to(self.device), lengths.to(self.device))
+            beam = beam_size or self.beam_size
+            tok, max_len = self.tokenizer, self.decoder_cfg.context_length
+            if beam == 1:
+                ids = greedy_decode(self.decoder, memory, mask, tok.sos, tok.eos, max_len)
+            else:
+                ids = beam_search(self.decoder, memory, mask, tok.sos, tok.eos, beam, max_len, self.length_penalty)
+        finally:
+            self.train(was_training)
+        return [tok.decode(seq) for seq in ids]
+
+    # ---- Lightning ----
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        waveforms, lengths, texts = batch
+        losses = self.losses(waveforms, lengths, texts)
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=True, batch_size=len(texts))
+        return losses["loss"]
+
+    def _evaluate(self, batch, metrics: nn.ModuleDict, prefix: str) -> None:
+        waveforms, lengths, texts = batch
+        hypotheses = self.transcribe(waveforms, lengths)
+        for name, metric in metrics.items():
+            metric.update(hypotheses, texts)
+            self.log(f"{prefix}/{name}", metric, prog_bar=True, batch_size=len(texts))
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, self.val_metrics, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, self.test_metrics, "test")

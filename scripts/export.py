@@ -1,0 +1,36 @@
+#!/usr/bin/env python
+"""Export a trained checkpoint (any task) as model.safetensors + config.json (task name + hyper-parameters).
+
+    python scripts/export.py --checkpoint runs/vit_mnist/last.ckpt --out exported/vit_mnist
+Load it back in Python with ``multimodal.interop.export.load_exported("exported/vit_mnist")``.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from multimodal.inference.common import print_json, script_main
+from multimodal.interop.export import export_checkpoint
+
+
+@script_main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="a Lightning .ckpt of any task")
+    parser.add_argument("--out", required=True, help="folder to write model.safetensors and config.json into")
+    parser.add_argument("--json", action="store_true", help="print machine-readable results")
+    args = parser.parse_args(argv)
+
+    out = export_checkpoint(args.checkpoint, args.out)
+    files = {"weights": str(out / "model.safetensors"), "config": str(out / "config.json")}
+    if args.json:
+        print_json(files)
+    else:
+        print(f"wrote {files['weights']} and {files['config']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
