@@ -103,6 +103,9 @@ def test_checkpoints_of_another_task_or_format_are_refused(tmp_path):
     torch.save({"multimodal_task": "SpeechRecognizer", "hyper_parameters": {}, "state_dict": {}}, tmp_path / "asr.ckpt")
     with pytest.raises(InputError, match="asr.ckpt: this is a SpeechRecognizer checkpoint; a ImageClassifier"):
         ImageClassifier.load(tmp_path / "asr.ckpt")
+    torch.save({"multimodal_task": "Nope", "hyper_parameters": {}, "state_dict": {}}, tmp_path / "nope.ckpt")
+    with pytest.raises(InputError, match="nope.ckpt: unknown task 'Nope'"):
+        Task.load(tmp_path / "nope.ckpt")
     torch.save({"state_dict": {}}, tmp_path / "plain.ckpt")
     with pytest.raises(InputError, match="not a multimodal checkpoint"):
         Task.load(tmp_path / "plain.ckpt")

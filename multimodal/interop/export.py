@@ -4,7 +4,6 @@ and back: ``export_task`` / ``export_checkpoint`` write a folder, ``load_exporte
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 from pathlib import Path
 
@@ -56,7 +55,6 @@ def load_exported(directory: str | Path, map_location: str | torch.device = "cpu
     from safetensors.torch import load_file
 
     from multimodal.tasks import Task
-    from multimodal.tasks.base import _subclasses
 
     directory = Path(directory)
     config_path, weights_path = directory / "config.json", directory / "model.safetensors"
@@ -69,12 +67,7 @@ def load_exported(directory: str | Path, map_location: str | torch.device = "cpu
         raise InputError(f"not valid JSON ({e})", config_path) from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise InputError(f"not a {FORMAT} config (no \"format\": \"{FORMAT}\")", config_path)
-    kinds = {c.__name__: c for c in _subclasses(Task)}
-    if config.get("task") not in kinds:
-        raise InputError(f"unknown task {config.get('task')!r}; expected one of {sorted(kinds)}", config_path)
-    task_cls = kinds[config["task"]]
-    accepted = inspect.signature(task_cls.__init__).parameters
-    model = task_cls(**{k: v for k, v in config.get("hyper_parameters", {}).items() if k in accepted})
+    model = Task.build(config.get("task"), config.get("hyper_parameters", {}), config_path)
     try:
         state = load_file(weights_path, device=str(map_location))
     except Exception as e:

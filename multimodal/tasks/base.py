@@ -65,12 +65,18 @@ class Task(L.LightningModule):
             raise InputError("not a multimodal checkpoint (no 'multimodal_task' entry)", path)
         if kind != cls.__name__ and cls is not Task:
             raise InputError(f"this is a {kind} checkpoint; a {cls.__name__} checkpoint is needed here", path)
-        task_cls = next(c for c in _subclasses(Task) if c.__name__ == kind)
-        accepted = inspect.signature(task_cls.__init__).parameters
-        hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if k in accepted}
-        model = task_cls(**hparams)
+        model = Task.build(kind, checkpoint["hyper_parameters"], path)
         model.load_state_dict(checkpoint["state_dict"])
         return model.eval()
+
+    @staticmethod
+    def build(kind: str, hparams: dict, source: str | Path) -> "Task":
+        """The task class named ``kind``, built from saved hyper-parameters (keys it does not take are left out)."""
+        kinds = {c.__name__: c for c in _subclasses(Task)}
+        if kind not in kinds:
+            raise InputError(f"unknown task {kind!r}; expected one of {sorted(kinds)}", source)
+        accepted = inspect.signature(kinds[kind].__init__).parameters
+        return kinds[kind](**{k: v for k, v in hparams.items() if k in accepted})
 
 
 def _subclasses(cls: type) -> list[type]:
