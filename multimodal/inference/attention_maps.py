@@ -40,14 +40,14 @@ def vit_attention_maps(vit: ViT, images: Tensor) -> dict[str, Tensor]:
     return {"rollout": read(rollout), "last": read(layers[-1])}
 
 
-def overlay(image: Image.Image, attention: Tensor, title_maps: dict[str, Tensor] | None = None) -> Image.Image:
-    """The image beside one heat-map overlay per named map, each upsampled to the image size."""
+def overlay(image: Image.Image, maps: dict[str, Tensor]) -> Image.Image:
+    """The image beside one heat-map overlay per map, each upsampled to the image size."""
     from matplotlib import colormaps
 
     size = (max(image.width, 160), max(image.height, 160))
     base = image.convert("RGB").resize(size, Image.NEAREST)
     panels = [base]
-    for name, m in (title_maps or {"attention": attention}).items():
+    for m in maps.values():
         heat = F.interpolate(m[None, None].float(), size=size[::-1], mode="bilinear", align_corners=False)[0, 0]
         heat = (heat - heat.min()) / (heat.max() - heat.min() + 1e-8)
         colored = (colormaps["inferno"](heat.numpy())[..., :3] * 255).astype(np.uint8)
@@ -60,4 +60,4 @@ def overlay(image: Image.Image, attention: Tensor, title_maps: dict[str, Tensor]
 
 def save_image_maps(path: Path, image: Image.Image, maps: dict[str, Tensor]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    overlay(image, next(iter(maps.values())), maps).save(path)
+    overlay(image, maps).save(path)
