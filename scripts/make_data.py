@@ -45,13 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     speech.add_argument("--train-size", type=int, default=20000, help="training clips")
     speech.add_argument("--test-size", type=int, default=500, help="test clips (held-out voices)")
     speech.add_argument("--seed", type=int, default=0)
+    speech.add_argument("--workers", type=int, default=1, help="synthesizing processes (same bytes for any number)")
     args = parser.parse_args(argv)
 
     if args.dataset == "speech":
         from multimodal.data.speech_synth import make_speech_manifest
         counts = {split: n for split, n in (("train", args.train_size), ("test", args.test_size)) if n > 0}
         for split, n in counts.items():
-            make_speech_manifest(args.out, n, split, args.seed, quiet=args.json)
+            make_speech_manifest(args.out, n, split, args.seed, quiet=args.json, workers=args.workers)
         if args.json:
             print_json({"dataset": args.dataset, "out": str(args.out), "clips": counts,
                         "manifests": [str(args.out / f"{split}.jsonl") for split in counts]})

@@ -35,9 +35,10 @@ class Task(L.LightningModule):
         for name, p in self.named_parameters():
             if p.requires_grad:  # norms, biases, embeddings and tokens get no weight decay
                 (decay if p.ndim >= 2 and "embed" not in name and "token" not in name else no_decay).append(p)
+        # Lightning refuses to clip the gradients of a fused optimizer under mixed precision
+        fused = self.device.type == "cuda" and not self.trainer.gradient_clip_val
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": self.weight_decay},
-                                       {"params": no_decay, "weight_decay": 0.0}], lr=self.lr,
-                                      fused=self.device.type == "cuda")
+                                       {"params": no_decay, "weight_decay": 0.0}], lr=self.lr, fused=fused)
         steps = max(int(self.trainer.estimated_stepping_batches), 1)
         scheduler = CosineLRScheduler(optimizer, t_initial=steps, lr_min=self.lr * 0.01,
                                       warmup_t=int(steps * self.warmup_fraction), warmup_lr_init=self.lr * 0.01,
