@@ -50,6 +50,12 @@ class Tokenizer(ABC):
     @abstractmethod
     def to_dict(self) -> dict: ...
 
+    @property
+    def prompt(self) -> list[int]:
+        """The tokens a decoder starts from, before the text: <sos> here; a longer start sequence in
+        tokenizers that have one (Whisper's names the language and the task)."""
+        return [self.sos]
+
     @staticmethod
     def from_dict(data: dict) -> Tokenizer:
         """Rebuild any tokenizer from its ``to_dict``, those of converted OpenCLIP / Whisper models too."""

@@ -12,14 +12,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from multimodal.inference.classify import classify, collect
-from multimodal.inference.common import device, format_scores, print_json, print_predictions, script_main
+from multimodal.inference.common import (CHECKPOINT_HELP, device, format_scores, load_checkpoint, print_json,
+                                         print_predictions, script_main)
 from multimodal.tasks import ImageClassifier
 
 
 @script_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="ImageClassifier .ckpt file")
+    parser.add_argument("--checkpoint", required=True, help=f"an ImageClassifier: {CHECKPOINT_HELP}")
     parser.add_argument("paths", nargs="+", help="image files or folders")
     parser.add_argument("--top-k", type=int, default=5, help="labels to show per image (default 5)")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print machine-readable results")
     args = parser.parse_args(argv)
 
-    model = ImageClassifier.load(args.checkpoint).to(device(args.device))
+    model = load_checkpoint(args.checkpoint, ImageClassifier).to(device(args.device))
     result = classify(model, collect(args.paths, model.class_names), args.top_k, args.batch_size, quiet=args.json)
     if args.json:
         print_json(result)

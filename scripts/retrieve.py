@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from multimodal.inference.common import device, print_json, script_main
+from multimodal.inference.common import CHECKPOINT_HELP, device, load_checkpoint, print_json, script_main
 from multimodal.inference.retrieval import build_index, contact_sheet, evaluate, query
 from multimodal.tasks import ImageTextContrastive
 
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--checkpoint", required=True, help="ImageTextContrastive .ckpt file")
+    common.add_argument("--checkpoint", required=True, help=f"an ImageTextContrastive: {CHECKPOINT_HELP}")
     common.add_argument("--batch-size", type=int, default=64)
     common.add_argument("--device", default=None, help="cpu, cuda, … (default: cuda when available)")
     common.add_argument("--json", action="store_true", help="print machine-readable results")
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pairs", required=True, help="CSV or JSONL with image and caption")
     args = parser.parse_args(argv)
 
-    model = ImageTextContrastive.load(args.checkpoint).to(device(args.device))
+    model = load_checkpoint(args.checkpoint, ImageTextContrastive).to(device(args.device))
     if args.command == "index":
         result = build_index(model, args.images, args.out, args.batch_size, quiet=args.json)
         text = f"indexed {result['images']} images into {result['index']}"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from multimodal.inference.common import device, print_json, script_main
+from multimodal.inference.common import CHECKPOINT_HELP, device, load_checkpoint, print_json, script_main
 from multimodal.inference.transcribe import LONG_AUDIO, transcribe_files, transcribe_manifest
 from multimodal.tasks import SpeechRecognizer
 
@@ -21,7 +21,7 @@ from multimodal.tasks import SpeechRecognizer
 @script_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="SpeechRecognizer .ckpt file")
+    parser.add_argument("--checkpoint", required=True, help=f"a SpeechRecognizer: {CHECKPOINT_HELP}")
     parser.add_argument("audio", nargs="*", help="audio files")
     parser.add_argument("--manifest", help="a JSONL manifest ({\"audio\": ..., \"text\": ...} lines): report WER / CER")
     parser.add_argument("--beam-size", type=int, default=None, help="1 = greedy (default: the model's setting)")
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.beam_size is not None and args.beam_size < 1:
         parser.error("--beam-size must be at least 1")
 
-    model = SpeechRecognizer.load(args.checkpoint).to(device(args.device))
+    model = load_checkpoint(args.checkpoint, SpeechRecognizer).to(device(args.device))
     options = dict(beam_size=args.beam_size, batch_size=args.batch_size, long_audio=args.long_audio, quiet=args.json)
     if args.manifest:
         result = transcribe_manifest(model, args.manifest, **options)

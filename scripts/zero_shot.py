@@ -15,7 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from multimodal.inference.common import device, format_scores, print_json, print_predictions, script_main
+from multimodal.inference.common import (CHECKPOINT_HELP, device, format_scores, load_checkpoint, print_json,
+                                         print_predictions, script_main)
 from multimodal.inference.zero_shot import DEFAULT_TEMPLATES, check_classes, check_templates, read_lines, zero_shot
 from multimodal.tasks import ImageTextContrastive
 
@@ -23,7 +24,7 @@ from multimodal.tasks import ImageTextContrastive
 @script_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="ImageTextContrastive .ckpt file")
+    parser.add_argument("--checkpoint", required=True, help=f"an ImageTextContrastive: {CHECKPOINT_HELP}")
     parser.add_argument("--images", nargs="+", required=True, help="image files or folders")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--classes", help='comma-separated class names, e.g. "red circle,blue star"')
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         classes = check_classes(read_lines(args.classes_file, "class"), args.classes_file)
     templates = check_templates(read_lines(args.templates, "template"), args.templates) if args.templates \
         else DEFAULT_TEMPLATES
-    model = ImageTextContrastive.load(args.checkpoint).to(device(args.device))
+    model = load_checkpoint(args.checkpoint, ImageTextContrastive).to(device(args.device))
     result = zero_shot(model, args.images, classes, templates, args.top_k, args.batch_size, quiet=args.json)
     if args.json:
         print_json(result)

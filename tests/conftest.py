@@ -1,3 +1,6 @@
+import contextlib
+import importlib.util
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +18,18 @@ def run_script(name: str, *args: str, check: bool = True, cwd: Path | None = Non
         raise AssertionError(f"{name} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
 
+
+
+def run_main(name: str, *args) -> tuple[int, str, str]:
+    """scripts/NAME.py's main() in this process (no interpreter start-up of several seconds): exit status,
+    stdout, stderr. Use run_script where the script must also be proven to run as its own process."""
+    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = module.main([str(a) for a in args])
+    return rc, out.getvalue(), err.getvalue()
 
 @pytest.fixture(scope="session")
 def shape_folders(tmp_path_factory) -> Path:

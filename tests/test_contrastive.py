@@ -1,9 +1,6 @@
 """CLIP-style image–text task: losses against hand computation, the 2-process DDP gather, retrieval metrics,
 pairs-file checks, and the scripts end to end on a model trained for seconds."""
 
-import contextlib
-import importlib.util
-import io
 import json
 import math
 import os
@@ -14,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import ROOT, run_script
+from conftest import ROOT, run_main, run_script
 from multimodal.tasks.losses import clip_loss, siglip_loss  # imports only torch: spawned DDP workers import this file
 
 COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "gray"]
@@ -199,16 +196,6 @@ def test_missing_column_is_refused(pairs_dir):
 
 # --- end to end -----------------------------------------------------------------------------------
 
-def script(name: str, *args) -> tuple[int, str, str]:
-    """scripts/NAME.py's main() in this process (no 10-s interpreter start): exit status, stdout, stderr.
-    The chain make_data -> train -> zero_shot -> retrieve also runs each script once as its own process."""
-    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = module.main([str(a) for a in args])
-    return rc, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -232,8 +219,22 @@ def test_make_data_keeps_held_out_pairs_out_of_training(trained):
     held = sorted(d.name for d in (data / "zero_shot/held_out").iterdir())
     assert held == sorted(f"{c}_{s}" for c, s in HELD_OUT_PAIRS)
     assert len(list((data / "zero_shot/train_pairs").iterdir())) == 42
-    assert all(" left of " in c or " right of " in c or " above " in c or " below " in c
-               for c in (json.loads(line)["caption"] for line in (data / "two_object_test.jsonl").read_text().splitlines()))
+    retrieval = [json.loads(line) for line in (data / "two_object_test.jsonl").read_text().splitlines()]
+    assert all(" left of " in r["caption"] or " right of " in r["caption"] or " above " in r["caption"]
+               or " below " in r["caption"] for r in retrieval)
+
+
+def test_retrieval_scenes_are_distinct(tmp_path):
+    """400 of the 4,512 two-object scenes drawn at random would repeat some (a birthday problem); the
+    retrieval set must not, or a text query would have two right images of which only one counts."""
+    from multimodal.data.pairs import write_shape_pairs
+
+    write_shape_pairs(tmp_path, train_size=0, test_size=0, retrieval_size=400, zero_shot_per_class=0, image_size=8,
+                      quiet=True)
+    captions = [json.loads(line)["caption"] for line in (tmp_path / "two_object_test.jsonl").read_text().splitlines()]
+    assert len(set(captions)) == len(captions) == 800
+    with pytest.raises(ValueError, match="4512 distinct"):
+        write_shape_pairs(tmp_path, train_size=0, test_size=0, retrieval_size=4513, quiet=True)
 
 
 def test_checkpoint_loads_alone_with_weights_only(trained):
@@ -269,32 +270,32 @@ def test_zero_shot_after_seconds_of_training_beats_chance(trained):
 
 def test_zero_shot_script_with_class_folders_reports_accuracy_per_folder(trained):
     ckpt, data = trained
-    rc, stdout, _ = script("zero_shot", "--checkpoint", ckpt, "--images", data / "zero_shot/train_pairs",
+    rc, stdout, _ = run_main("zero_shot", "--checkpoint", ckpt, "--images", data / "zero_shot/train_pairs",
                            data / "zero_shot/held_out", "--top-k", 5, "--json")
     out = json.loads(stdout)
     assert len(out["classes"]) == 48 and "red star" in out["classes"]
     assert out["accuracy"]["images"] == 96 and set(out["accuracy"]) == {"top1", "top5", "images"}
     assert {Path(k).name for k in out["accuracy_per_input"]} == {"train_pairs", "held_out"}
     assert len(out["predictions"][0]["top"]) == 5
-    rc, text, _ = script("zero_shot", "--checkpoint", ckpt, "--images", data / "zero_shot/shapes")
+    rc, text, _ = run_main("zero_shot", "--checkpoint", ckpt, "--images", data / "zero_shot/shapes")
     assert rc == 0 and "all: top1=" in text
 
 
 def test_duplicate_class_names_are_refused(trained, tmp_path):
     ckpt, data = trained
-    rc, _, err = script("zero_shot", "--checkpoint", ckpt, "--images", data / "zero_shot/held_out",
+    rc, _, err = run_main("zero_shot", "--checkpoint", ckpt, "--images", data / "zero_shot/held_out",
                         "--classes", "red star,blue circle,red star")
     assert rc == 2 and "error: --classes: duplicate class name(s): 'red star'" in err
     f = tmp_path / "classes.txt"
     f.write_text("red\nblue\nRed\n")
-    rc, _, err = script("zero_shot", "--checkpoint", ckpt, "--images", data / "zero_shot/held_out", "--classes-file", f)
+    rc, _, err = run_main("zero_shot", "--checkpoint", ckpt, "--images", data / "zero_shot/held_out", "--classes-file", f)
     assert rc == 2 and f"error: {f}: duplicate class name(s): 'Red'" in err
 
 
 def test_retrieve_index_query_eval(trained, tmp_path):
     ckpt, data = trained
     index = tmp_path / "shapes.index"
-    out = json.loads(script("retrieve", "index", "--checkpoint", ckpt, "--images", data / "zero_shot",
+    out = json.loads(run_main("retrieve", "index", "--checkpoint", ckpt, "--images", data / "zero_shot",
                             "--out", index, "--json")[1])
     assert out["images"] == 96 + 48
     out = json.loads(run_script("retrieve", "query", "--checkpoint", ckpt, "--index", index, "--text",
@@ -302,10 +303,10 @@ def test_retrieve_index_query_eval(trained, tmp_path):
     scores = [r["score"] for r in out["results"]]
     assert len(scores) == 3 and scores == sorted(scores, reverse=True) and (tmp_path / "sheet.png").is_file()
     image = next((data / "zero_shot/held_out/red_star").iterdir())
-    out = json.loads(script("retrieve", "query", "--checkpoint", ckpt, "--index", index, "--image", image,
+    out = json.loads(run_main("retrieve", "query", "--checkpoint", ckpt, "--index", index, "--image", image,
                             "--json")[1])
     assert out["results"][0]["path"] == str(image.resolve()) and out["results"][0]["score"] == pytest.approx(1, abs=1e-3)
-    out = json.loads(script("retrieve", "eval", "--checkpoint", ckpt, "--pairs", data / "two_object_test.jsonl",
+    out = json.loads(run_main("retrieve", "eval", "--checkpoint", ckpt, "--pairs", data / "two_object_test.jsonl",
                             "--json")[1])
     assert out["images"] == 24 and out["captions"] == 48
     assert set(out["text_to_image"]) == {"R@1", "R@5", "R@10"} and out["text_to_image"]["R@10"] > 10 / 24 - 0.2
@@ -314,17 +315,17 @@ def test_retrieve_index_query_eval(trained, tmp_path):
 def test_index_from_another_checkpoint_and_bad_pairs_are_refused(trained, tmp_path):
     ckpt, data = trained
     index = tmp_path / "i.index"
-    assert script("retrieve", "index", "--checkpoint", ckpt, "--images", data / "zero_shot/held_out", "--out", index)[0] == 0
+    assert run_main("retrieve", "index", "--checkpoint", ckpt, "--images", data / "zero_shot/held_out", "--out", index)[0] == 0
     other = tmp_path / "other.ckpt"
     raw = torch.load(ckpt, weights_only=True, map_location="cpu")
     raw["state_dict"]["logit_scale"] += 0.5
     torch.save(raw, other)
-    rc, _, err = script("retrieve", "query", "--checkpoint", other, "--index", index, "--text", "a red star")
+    rc, _, err = run_main("retrieve", "query", "--checkpoint", other, "--index", index, "--text", "a red star")
     assert rc == 2 and f"error: {index}: this index was built with another checkpoint" in err
     bad = tmp_path / "bad.jsonl"
     image = next((data / "zero_shot/held_out/red_star").iterdir())
     _write(bad, [{"image": str(image), "caption": "a red star"}, {"image": str(image), "caption": ""}])
-    rc, _, err = script("retrieve", "eval", "--checkpoint", ckpt, "--pairs", bad)
+    rc, _, err = run_main("retrieve", "eval", "--checkpoint", ckpt, "--pairs", bad)
     assert rc == 2 and f"error: {bad}:2: empty caption" in err
 
 

@@ -148,3 +148,4 @@ def test_vit_runs_at_another_image_size(pool):
     assert vit(torch.randn(2, 1, 32, 32)).shape == (2, 32)
     assert vit(torch.randn(2, 1, 48, 48)).shape == (2, 32)
     assert vit.forward_tokens(torch.randn(1, 1, 48, 48)).shape == (1, 36 + (pool == "cls"), 32)
+

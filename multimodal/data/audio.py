@@ -13,6 +13,7 @@ import torch
 import torchaudio.functional as AF
 from torch import Tensor
 
+from multimodal.data import find_files
 from multimodal.errors import InputError
 
 SAMPLE_RATE = 16_000
@@ -44,6 +45,11 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> Tensor:
         raise InputError(f"silent: every sample is below {SILENCE:g} in magnitude", path)
     waveform = torch.from_numpy(mono)
     return waveform if rate == sample_rate else AF.resample(waveform, rate, sample_rate)
+
+
+def find_audio(root: str | Path) -> list[Path]:
+    """All audio files under root, sorted (find_images' counterpart); raises InputError when root is missing."""
+    return find_files(root, AUDIO_SUFFIXES)
 
 
 def write_audio(path: str | Path, waveform: Tensor | np.ndarray, sample_rate: int) -> None:

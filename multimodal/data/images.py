@@ -13,6 +13,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from multimodal.data import find_files
 from multimodal.errors import InputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -85,12 +86,7 @@ class ImageDataset(Dataset):
 
 def find_images(root: str | Path) -> list[Path]:
     """All image files under root, sorted; raises InputError when root is missing."""
-    root = Path(root)
-    if not root.exists():
-        raise InputError("no such file or folder", root)
-    if root.is_file():
-        return [root]
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return find_files(root, IMAGE_SUFFIXES)
 
 
 def readable(paths: Sequence[Path], what: str) -> list[Path]:

@@ -211,25 +211,34 @@ def write_shape_pairs(out: str | Path, train_size: int = 10000, test_size: int =
     """Shapes-world image–caption pairs, written as
 
     out/images/*.png; out/train.jsonl (one- and two-object scenes, no held-out colour–shape pair in any image or
-    caption); out/test.jsonl (test scenes, every pair); out/two_object_test.jsonl (two-object test scenes,
-    for retrieval); out/zero_shot/{train_pairs,held_out}/COLOR_SHAPE/*.png and out/zero_shot/shapes/SHAPE/*.png
+    caption); out/test.jsonl (test scenes, every pair); out/two_object_test.jsonl (distinct two-object test
+    scenes, for retrieval: no two images share a caption, so every text query has exactly one right image);
+    out/zero_shot/{train_pairs,held_out}/COLOR_SHAPE/*.png and out/zero_shot/shapes/SHAPE/*.png
     (single-object test images) with out/zero_shot/color_shape_classes.txt (the 48 classes).
     Each image has all the captions that describe it. Returns the number of images of each part.
     """
     from tqdm import tqdm
 
-    from multimodal.data.shapes import (COLORS, HELD_OUT_PAIRS, SHAPES, Scene, render, sample_object, sample_scene,
-                                        shape_classes)
+    from multimodal.data.shapes import (COLORS, HELD_OUT_PAIRS, RELATIONS, SHAPES, Scene, render, sample_object,
+                                        sample_scene, shape_classes)
+
+    objects = len(COLORS) * len(SHAPES)
+    distinct_scenes = objects * (objects - 1) * len(RELATIONS) // 2  # "a left of b" is "b right of a"
+    if retrieval_size > distinct_scenes:
+        raise ValueError(f"retrieval_size {retrieval_size} exceeds the {distinct_scenes} distinct two-object scenes")
 
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     counts = {}
 
-    def scenes_file(name: str, n: int, split: str, num_objects: list[int]) -> None:
-        rng = random.Random(f"pairs:{name}:{seed}")
+    def scenes_file(name: str, n: int, split: str, num_objects: list[int], distinct: bool = False) -> None:
+        rng, described = random.Random(f"pairs:{name}:{seed}"), set()
         with (out / f"{name}.jsonl").open("w") as f:
             for i in tqdm(range(n), desc=f"writing {name}", disable=quiet):
                 scene = sample_scene(rng, num_objects[i % len(num_objects)], split)
+                while distinct and scene_captions(scene)[0] in described:
+                    scene = sample_scene(rng, num_objects[i % len(num_objects)], split)
+                described.update(scene_captions(scene))
                 if split == "train":
                     assert all((o.color, o.shape) not in HELD_OUT_PAIRS for o in scene.objects)
                 file = f"images/{name}_{i:05d}.png"
@@ -240,7 +249,7 @@ def write_shape_pairs(out: str | Path, train_size: int = 10000, test_size: int =
 
     scenes_file("train", train_size, "train", [1, 2])
     scenes_file("test", test_size, "test", [1, 2])
-    scenes_file("two_object_test", retrieval_size, "test", [2])
+    scenes_file("two_object_test", retrieval_size, "test", [2], distinct=True)
 
     rng = random.Random(f"pairs:zero_shot:{seed}")
     zero = out / "zero_shot"

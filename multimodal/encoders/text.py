@@ -9,6 +9,7 @@ Decoding lives here, next to the decoder, because tasks (validation WER) and inf
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -78,16 +79,28 @@ class TextDecoder(TextTransformer):
 
     The output layer is the token embedding itself (tied weights). With a ``KVCache`` only the new
     tokens are fed and their positions continue from ``len(cache)``.
+    ``prompt``: the tokens decoding starts from when longer than the one <sos> that ``greedy_decode`` /
+    ``beam_search`` feed (Whisper's <|startoftranscript|> <|en|> <|transcribe|> <|notimestamps|>): the
+    first step of a cached run feeds it in place of that <sos> and returns the logits after it. ``eos``:
+    forced at the last position of the context, so that cached decoding always ends inside it.
     """
 
-    def __init__(self, cfg: TextConfig, memory_dim: int):
+    def __init__(self, cfg: TextConfig, memory_dim: int, prompt: Sequence[int] = (), eos: int | None = None):
         super().__init__(cfg, cross_dim=memory_dim)
+        self.register_buffer("prompt", torch.tensor(list(prompt), dtype=torch.long), persistent=False)
+        self.eos = eos
 
     def forward(self, tokens: Tensor, memory: Tensor, memory_mask: Tensor | None = None,
                 cache: KVCache | None = None) -> Tensor:
+        if cache is not None and len(cache) == 0 and tokens.shape[1] == 1 and len(self.prompt) > 1:
+            tokens = self.prompt.expand(tokens.shape[0], -1)
         x = self.embed(tokens, offset=0 if cache is None else len(cache))
         x = self.transformer(x, causal=True, memory=memory, memory_mask=memory_mask, cache=cache)
-        return x @ self.token_embedding.weight.T  # (B, T, V)
+        logits = x @ self.token_embedding.weight.T  # (B, T, V)
+        if self.eos is not None and cache is not None and len(cache) >= self.cfg.context_length:
+            logits[:, -1] = float("-inf")
+            logits[:, -1, self.eos] = 0.0
+        return logits
 
 
 @torch.no_grad()

@@ -7,6 +7,7 @@ import json
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 import torch
@@ -14,6 +15,8 @@ import torch
 from multimodal.errors import InputError
 
 T = TypeVar("T")
+
+CHECKPOINT_HELP = "a .ckpt, an exported folder, or timm / OpenCLIP / Whisper weights"
 
 
 def script_main(main: Callable[..., int | None]) -> Callable[..., int]:
@@ -29,6 +32,14 @@ def script_main(main: Callable[..., int | None]) -> Callable[..., int]:
             return 2
 
     return wrapper
+
+
+def load_checkpoint(path: str | Path, task_class: type[T]) -> T:
+    """The model a script runs: anything ``load_pretrained`` reads (CHECKPOINT_HELP), refused with a clear
+    message when it is another task's ("this is a X; a Y is needed here")."""
+    from multimodal.interop.pretrained import load_pretrained  # imports Lightning: only scripts that load a model
+
+    return load_pretrained(path, task_class)
 
 
 def device(name: str | None = None) -> torch.device:

@@ -1,5 +1,6 @@
 """Our checkpoints as ``model.safetensors`` + ``config.json`` (the task's name and plain hyper-parameters),
-and back: ``export_task`` / ``export_checkpoint`` write a folder, ``load_exported`` rebuilds the task."""
+and back: ``export_task`` writes a folder (of any model ``load_pretrained`` reads), ``load_exported`` rebuilds
+the task."""
 
 from __future__ import annotations
 
@@ -41,13 +42,6 @@ def export_task(model, out_dir: str | Path) -> Path:
     save_file(state, out / "model.safetensors", metadata={"task": type(model).__name__})
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return out
-
-
-def export_checkpoint(checkpoint: str | Path, out_dir: str | Path) -> Path:
-    """A Lightning checkpoint of any task (``Task.load``) -> an exported folder."""
-    from multimodal.tasks import Task
-
-    return export_task(Task.load(checkpoint), out_dir)
 
 
 def load_exported(directory: str | Path, map_location: str | torch.device = "cpu"):

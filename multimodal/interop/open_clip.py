@@ -158,15 +158,14 @@ def convert_open_clip(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def load_open_clip(path: str | Path, activation: str = "quick_gelu", mean: tuple[float, ...] = OPENAI_MEAN,
                    std: tuple[float, ...] = OPENAI_STD, text_heads: int | None = None,
-                   vision_heads: int | None = None):
+                   vision_heads: int | None = None, state: dict[str, Tensor] | None = None):
     """An ImageTextContrastive with the weights of an OpenCLIP / OpenAI CLIP ViT file (.safetensors / .pt /
     .bin) and open_clip's CLIP tokenizer. ``activation``: "quick_gelu" for OpenAI-pretrained weights and
-    ``*-quickgelu`` configs, "gelu" for the other OpenCLIP configs."""
+    ``*-quickgelu`` configs, "gelu" for the other OpenCLIP configs. ``state``: the file's state dict when it
+    was read already."""
     from multimodal.tasks import ImageTextContrastive
 
-    state = read_state_dict(path)
-    if state and all(k.startswith("module.") for k in state):  # saved from DistributedDataParallel (open_clip training)
-        state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = read_state_dict(path) if state is None else state
     try:
         cfg = clip_configs_from_state(state, activation, text_heads, vision_heads)
     except (ValueError, KeyError) as e:

@@ -56,15 +56,17 @@ def convert_timm_vit(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def load_timm_vit(path: str | Path, class_names: list[str] | None = None, num_heads: int | None = None):
-    """An ImageClassifier with the weights of a timm ViT file (.safetensors / .pth / .bin).
+def load_timm_vit(path: str | Path, class_names: list[str] | None = None, num_heads: int | None = None,
+                  state: dict[str, Tensor] | None = None):
+    """An ImageClassifier with the weights of a timm ViT file (.safetensors / .pth / .bin); ``state``: the
+    file's state dict when it was read already.
 
     timm files name no classes: ``class_names`` defaults to class_0 … class_{N-1}. ViT-Ti/S/B/L use
     64-dimensional heads (ViT-S: 6 heads); pass ``num_heads`` for other layouts.
     """
     from multimodal.tasks import ImageClassifier
 
-    state = read_state_dict(path)
+    state = read_state_dict(path) if state is None else state
     try:
         cfg = vit_config_from_timm(state)
     except (ValueError, KeyError) as e:

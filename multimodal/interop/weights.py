@@ -10,11 +10,9 @@ from torch import Tensor, nn
 from multimodal.errors import InputError
 
 
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """A state dict from .safetensors, or .pt / .pth / .bin / .ckpt through torch.load(weights_only=True).
-
-    Common wrappers ({"state_dict": …}, {"model": …}, {"model_state_dict": …}) are unwrapped.
-    """
+def read_weights(path: str | Path):
+    """What a weights file holds: .safetensors through safetensors, anything else through
+    torch.load(weights_only=True), on the CPU."""
     path = Path(path)
     if not path.is_file():
         raise InputError("no such weights file", path)
@@ -22,15 +20,27 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
             return load_file(path)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise InputError(f"not a readable weights file ({type(e).__name__}: {str(e).splitlines()[0][:200]})", path) from None
+
+
+def state_dict_of(state, path: str | Path) -> dict[str, Tensor]:
+    """The state dict inside what ``read_weights`` read: common wrappers ({"state_dict": …}, {"model": …},
+    {"model_state_dict": …}) are unwrapped, and the ``module.`` prefix of DistributedDataParallel removed."""
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise InputError("no state dict of tensors in this file", path)
+    if state and all(k.startswith("module.") for k in state):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
     return state
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """The state dict of a .safetensors, .pt, .pth, .bin or .ckpt file (``read_weights`` + ``state_dict_of``)."""
+    return state_dict_of(read_weights(path), path)
 
 
 def load_converted(module: nn.Module, state: dict[str, Tensor], source: str | Path) -> None:

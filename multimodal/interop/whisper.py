@@ -17,11 +17,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from multimodal.encoders.text import TextConfig, TextDecoder
 from multimodal.errors import InputError
 from multimodal.interop.open_clip import skip_init
 from multimodal.interop.weights import load_converted, read_state_dict
-from multimodal.nn import KVCache, sinusoids
+from multimodal.nn import sinusoids
 from multimodal.tokenizers import Tokenizer
 
 # the part of a block after blocks.N. / layers.N. -> ours, per format
@@ -35,8 +34,8 @@ _QKV_HF = {"self_attn": "self", "encoder_attn": "cross", "q_proj": "q", "k_proj"
 
 class WhisperTokenizer(Tokenizer):
     """Whisper's tiktoken vocabulary (shipped in the openai-whisper wheel). <sos> = <|startoftranscript|>,
-    <eos> = <pad> = <|endoftext|> (as Hugging Face pads). ``prompt`` is the start-of-transcript sequence
-    (<|startoftranscript|> [<|lang|> <|task|>] <|notimestamps|>) the decoder is started from."""
+    <eos> = <pad> = <|endoftext|> (as Hugging Face pads). Its ``prompt``, which a SpeechRecognizer's decoder
+    starts from, is the start-of-transcript sequence <|startoftranscript|> [<|lang|> <|task|>] <|notimestamps|>."""
 
     kind = "whisper"
 
@@ -50,7 +49,10 @@ class WhisperTokenizer(Tokenizer):
                                        task=task if multilingual else None)
         self.sos, self.eos = self.tokenizer.sot, self.tokenizer.eot
         self.pad = self.blank = self.tokenizer.eot
-        self.prompt = list(self.tokenizer.sot_sequence_including_notimestamps)
+
+    @property
+    def prompt(self) -> list[int]:
+        return list(self.tokenizer.sot_sequence_including_notimestamps)
 
     @property
     def vocab_size(self) -> int:
@@ -65,30 +67,6 @@ class WhisperTokenizer(Tokenizer):
     def to_dict(self) -> dict:
         return {"type": self.kind, "multilingual": self.multilingual, "num_languages": self.num_languages,
                 "language": self.language, "task": self.task}
-
-
-class WhisperDecoder(TextDecoder):
-    """Our TextDecoder (same weights, same state dict) that starts from Whisper's multi-token prompt.
-
-    ``greedy_decode`` / ``beam_search`` feed one <sos>; on the first step of a cached run this decoder feeds
-    the whole ``prompt`` instead and returns the logits after it. At the last position of the context it
-    forces <|endoftext|>, so decoding always ends inside the context.
-    """
-
-    def __init__(self, cfg: TextConfig, memory_dim: int, prompt: list[int], eos: int):
-        super().__init__(cfg, memory_dim)
-        self.register_buffer("prompt", torch.tensor(prompt, dtype=torch.long), persistent=False)
-        self.eos = eos
-
-    def forward(self, tokens: Tensor, memory: Tensor, memory_mask: Tensor | None = None,
-                cache: KVCache | None = None) -> Tensor:
-        if cache is not None and len(cache) == 0 and tokens.shape[1] == 1 and len(self.prompt) > 1:
-            tokens = self.prompt.expand(tokens.shape[0], -1)
-        logits = super().forward(tokens, memory, memory_mask, cache)
-        if cache is not None and len(cache) >= self.cfg.context_length:
-            logits[:, -1] = float("-inf")
-            logits[:, -1, self.eos] = 0.0
-        return logits
 
 
 def _with_model_prefix(state: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -201,14 +179,15 @@ def convert_whisper(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def load_whisper(path: str | Path, num_heads: int | None = None, decoder_heads: int | None = None,
-                 language: str | None = "en", task: str = "transcribe"):
+                 language: str | None = "en", task: str = "transcribe", state: dict[str, Tensor] | None = None):
     """A SpeechRecognizer with the weights of a Whisper file (OpenAI .pt, or HF model.safetensors /
     pytorch_model.bin), Whisper's tokenizer (multilingual when the vocabulary is, with the number of
     languages it implies) and a decoder that starts from Whisper's prompt. Its CTC head is zero (Whisper
-    has none); transcription uses the attention decoder only."""
+    has none); transcription uses the attention decoder only. ``state``: the file's state dict when it
+    was read already."""
     from multimodal.tasks import SpeechRecognizer
 
-    state = read_state_dict(path)
+    state = read_state_dict(path) if state is None else state
     try:
         cfg = whisper_configs_from_state(state, num_heads, decoder_heads)
     except (ValueError, KeyError) as e:
@@ -222,8 +201,7 @@ def load_whisper(path: str | Path, num_heads: int | None = None, decoder_heads: 
         raise InputError(f"the decoder has {vocab} tokens, Whisper's tokenizer {tokenizer.vocab_size}", path)
     with skip_init():  # every weight comes from the file (the strict load checks it)
         model = SpeechRecognizer(encoder=cfg["encoder"], decoder=cfg["decoder"], ctc_weight=0.0)
-        model._build_decoder(tokenizer)  # the tokenizer is not one Tokenizer.from_dict knows (yet)
-        model.decoder = WhisperDecoder(model.decoder_cfg, model.encoder.dim, tokenizer.prompt, tokenizer.eos)
+        model._build_decoder(tokenizer)  # its decoder starts from tokenizer.prompt
     converted = convert_whisper(state)
     converted["ctc_head.weight"] = torch.zeros_like(model.ctc_head.weight)
     converted["ctc_head.bias"] = torch.zeros_like(model.ctc_head.bias)

@@ -1,9 +1,11 @@
-"""What every task shares: plain hyper-parameters, AdamW with warm-up + cosine, self-describing checkpoints."""
+"""What every task shares: plain hyper-parameters, AdamW with warm-up + cosine, self-describing checkpoints,
+training that starts from another model's weights."""
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -11,6 +13,7 @@ import torch
 from timm.scheduler import CosineLRScheduler
 
 from multimodal.errors import InputError
+from multimodal.interop.weights import load_converted  # it imports no task
 
 
 class Task(L.LightningModule):
@@ -20,9 +23,12 @@ class Task(L.LightningModule):
     ``torch.load(weights_only=True)``; dataclass configs are saved as dicts.
     """
 
+    data_sized: tuple[str, ...] = ()  # state-dict prefixes sized by the data (a classifier head): see start_from
+
     def __init__(self, lr: float, weight_decay: float, warmup_fraction: float):
         super().__init__()
         self.lr, self.weight_decay, self.warmup_fraction = lr, weight_decay, warmup_fraction
+        self._start: tuple[dict, str | Path] | None = None  # start_from's weights, until configure_model
 
     def save_plain_hyperparameters(self) -> None:
         self.save_hyperparameters(frame=inspect.currentframe().f_back)
@@ -48,6 +54,35 @@ class Task(L.LightningModule):
     def lr_scheduler_step(self, scheduler, metric) -> None:  # timm schedulers count updates themselves
         scheduler.step_update(num_updates=self.global_step)
 
+    def start_from(self, source: "Task", origin: str | Path = "the pretrained model") -> None:
+        """Train from the weights of ``source``, a model of this task (``origin`` names it in messages).
+
+        Its input normalisation comes with them, and tasks with a tokenizer adopt its tokenizer, so that
+        their vocabulary-sized parts fit. ``configure_model`` copies the weights strictly once the
+        data-dependent parts are built, before Lightning restores a resumed checkpoint (which so wins); a
+        ``data_sized`` part of another shape (a head for another number of classes) stays freshly
+        initialised, with a warning, as timm's ``pretrained=True, num_classes=N`` does."""
+        if type(source) is not type(self):
+            raise InputError(f"this is a {type(source).__name__}; a {type(self).__name__} is needed here", origin)
+        for name in ("mean", "std"):  # buffers, not in the state dict
+            if name in self.hparams:
+                setattr(self, name, getattr(source, name).clone())
+                self.hparams[name] = tuple(source.hparams[name])
+        self._start = (source.state_dict(), origin)
+
+    def configure_model(self) -> None:
+        """Copy the weights given to ``start_from``, once; tasks call this at the end of their own."""
+        if self._start is None:
+            return
+        (state, origin), self._start = self._start, None
+        own = self.state_dict()
+        fresh = [k for k in own.keys() & state.keys()
+                 if k.startswith(self.data_sized) and own[k].shape != state[k].shape]
+        if fresh:
+            shapes = ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in sorted(fresh))
+            warnings.warn(f"{origin}: {shapes} (pretrained vs for this data): left freshly initialised", stacklevel=2)
+        load_converted(self, state | {k: own[k] for k in fresh}, origin)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["multimodal_task"] = type(self).__name__
 
@@ -61,12 +96,17 @@ class Task(L.LightningModule):
             checkpoint = torch.load(path, map_location=map_location, weights_only=True)
         except Exception as e:  # a pickle with arbitrary objects, a truncated file, not a checkpoint at all
             raise InputError(f"not a loadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})", path) from None
+        return cls.from_checkpoint(checkpoint, path)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint, source: str | Path) -> "Task":
+        """Rebuild a task from the contents of its Lightning checkpoint, refusing another task's."""
         kind = checkpoint.get("multimodal_task") if isinstance(checkpoint, dict) else None
         if kind is None:
-            raise InputError("not a multimodal checkpoint (no 'multimodal_task' entry)", path)
+            raise InputError("not a multimodal checkpoint (no 'multimodal_task' entry)", source)
         if kind != cls.__name__ and cls is not Task:
-            raise InputError(f"this is a {kind} checkpoint; a {cls.__name__} checkpoint is needed here", path)
-        model = Task.build(kind, checkpoint["hyper_parameters"], path)
+            raise InputError(f"this is a {kind} checkpoint; a {cls.__name__} checkpoint is needed here", source)
+        model = Task.build(kind, checkpoint["hyper_parameters"], source)
         model.load_state_dict(checkpoint["state_dict"])
         return model.eval()
 

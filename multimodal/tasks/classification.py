@@ -22,6 +22,8 @@ class ImageClassifier(Task):
     they are saved in the checkpoint so that it runs alone.
     """
 
+    data_sized = ("head.",)  # start_from leaves a head for another number of classes freshly initialised
+
     def __init__(self, vit: ViTConfig, class_names: list[str] | None = None, lr: float = 1e-3,
                  weight_decay: float = 0.05, warmup_fraction: float = 0.05, label_smoothing: float = 0.1,
                  mixup: float = 0.0, cutmix: float = 0.0, mean: tuple[float, ...] = (0.5,),
@@ -62,6 +64,7 @@ class ImageClassifier(Task):
             self._build_head(names)
         elif names and list(names) != self.class_names:
             raise ValueError(f"the data's classes {names} differ from the model's {self.class_names}")
+        super().configure_model()
 
     def forward(self, images: Tensor) -> Tensor:  # (B, C, H, W) -> (B, num_classes)
         return self.head(self.vit((images - self.mean) / self.std))

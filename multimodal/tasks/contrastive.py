@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -119,6 +120,11 @@ class ImageTextContrastive(Task):
             if captions is None:
                 raise ValueError("no tokenizer in the model config and the data module gives no captions() to train one")
             self._build_text_tower(BPETokenizer.train(captions(), self.tokenizer_vocab_size))
+        super().configure_model()
+
+    def start_from(self, source: Task, origin: str | Path = "the pretrained model") -> None:
+        super().start_from(source, origin)
+        self._build_text_tower(source.tokenizer)  # the source's vocabulary, so that its text tower fits
 
     def train(self, mode: bool = True):
         super().train(mode)

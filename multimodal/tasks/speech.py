@@ -6,6 +6,8 @@ test decode (greedy, or beam search with ``beam_size`` > 1) and report WER and C
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -51,7 +53,7 @@ class SpeechRecognizer(Task):
         self.hparams["tokenizer"] = tokenizer.to_dict()
         self.decoder_cfg.vocab_size = tokenizer.vocab_size
         self.hparams["decoder"]["vocab_size"] = tokenizer.vocab_size
-        self.decoder = TextDecoder(self.decoder_cfg, memory_dim=self.encoder.dim)
+        self.decoder = TextDecoder(self.decoder_cfg, self.encoder.dim, prompt=tokenizer.prompt, eos=tokenizer.eos)
         self.ctc_head = nn.Linear(self.encoder.dim, tokenizer.vocab_size)
 
     def configure_model(self) -> None:
@@ -74,10 +76,16 @@ class SpeechRecognizer(Task):
             longest = max(texts, key=len)
             for text in texts:  # unknown characters: InputError listing them
                 self.tokenizer.encode(text)
-            if len(self.tokenizer.encode(longest)) + 2 > self.decoder_cfg.context_length:
-                raise InputError(f"a transcript of {len(self.tokenizer.encode(longest))} tokens (+ <sos>, <eos>) "
-                                 f"does not fit decoder.context_length={self.decoder_cfg.context_length}: "
-                                 f"{longest!r}")
+            extra = len(self.tokenizer.prompt) + 1
+            if len(self.tokenizer.encode(longest)) + extra > self.decoder_cfg.context_length:
+                raise InputError(f"a transcript of {len(self.tokenizer.encode(longest))} tokens (+ {extra} for the "
+                                 f"start prompt and <eos>) does not fit decoder.context_length="
+                                 f"{self.decoder_cfg.context_length}: {longest!r}")
+        super().configure_model()
+
+    def start_from(self, source: Task, origin: str | Path = "the pretrained model") -> None:
+        super().start_from(source, origin)
+        self._build_decoder(source.tokenizer)  # the source's vocabulary, so that its decoder fits
 
     # ---- model ----
     def encode(self, waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
@@ -86,10 +94,17 @@ class SpeechRecognizer(Task):
     def losses(self, waveforms: Tensor, lengths: Tensor, texts: list[str]) -> dict[str, Tensor]:
         """The CTC, attention and combined losses of a batch."""
         memory, mask = self.encode(waveforms, lengths)
-        tokens, token_lengths = self.tokenizer.encode_batch(texts, self.decoder_cfg.context_length)
+        prompt = torch.tensor(self.tokenizer.prompt, device=memory.device)
+        extra = len(prompt) - 1  # the prompt's tokens after <sos>
+        tokens, token_lengths = self.tokenizer.encode_batch(texts, self.decoder_cfg.context_length - extra)
         tokens, token_lengths = tokens.to(memory.device), token_lengths.to(memory.device)
-        targets = tokens[:, 1:].masked_fill(tokens[:, 1:] == self.tokenizer.pad, -100)  # (B, T-1), <eos> kept
-        logits = self.decoder(tokens[:, :-1], memory, mask)  # (B, T-1, V)
+        # (B, T-1) targets: text <eos>, then -100 (by length: <pad> may be <eos>, as in Whisper)
+        position = torch.arange(tokens.shape[1] - 1, device=memory.device)
+        targets = tokens[:, 1:].masked_fill(position >= token_lengths[:, None] - 1, -100)
+        # the decoder reads the prompt, then the text; the prompt's own tokens are given, not predicted
+        inputs = torch.cat([prompt.expand(len(texts), -1), tokens[:, 1:-1]], dim=1)  # (B, extra + T-1)
+        targets = torch.cat([targets.new_full((len(texts), extra), -100), targets], dim=1)
+        logits = self.decoder(inputs, memory, mask)  # (B, extra + T-1, V)
         attention = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-100,
                                     label_smoothing=self.label_smoothing)
         log_probs = self.ctc_head(memory).float().log_softmax(-1).transpose(0, 1)  # (S, B, V)

@@ -1,0 +1,55 @@
+"""bf16 autocast and torch.compile change speed, not results: each tower, run both ways, stays within a
+stated tolerance of fp32 eager. Padding masks and causal attention are exercised, since they are where a
+fast path would differ (a mask dropped under compile, a wrong kernel chosen)."""
+
+import shutil
+
+import pytest
+import torch
+
+from multimodal.encoders import ViT, ViTConfig
+from multimodal.encoders.audio import AudioEncoder, AudioEncoderConfig
+from multimodal.encoders.text import TextConfig, TextDecoder, TextEncoder
+
+TRANSFORMER = dict(dim=32, depth=2, num_heads=4)
+# bf16 keeps 8 bits of mantissa (a relative error of 2^-9 per rounding); through two blocks and the
+# final norm the outputs (of order 1) move by a few hundredths
+BF16_TOLERANCE = 0.05
+COMPILE_TOLERANCE = 1e-4  # the same fp32 arithmetic, fused differently
+
+
+@pytest.fixture(scope="module")
+def models() -> dict:
+    """name -> (callable, inputs): the three encoders and the decoder, in eval mode, with padded inputs."""
+    torch.manual_seed(0)
+    vit = ViT(ViTConfig(image_size=32, patch_size=8, channels=3, transformer=TRANSFORMER)).eval()
+    audio = AudioEncoder(AudioEncoderConfig(n_mels=80, max_frames=64, num_masks=0, transformer=TRANSFORMER)).eval()
+    text = TextEncoder(TextConfig(vocab_size=50, context_length=16, embed_dim=24, transformer=TRANSFORMER)).eval()
+    decoder = TextDecoder(TextConfig(vocab_size=50, context_length=16, transformer=TRANSFORMER), memory_dim=32).eval()
+    mel, frames = torch.randn(2, 80, 100), torch.tensor([100, 61])
+    memory, memory_mask = torch.randn(2, 50, 32), torch.arange(50) < torch.tensor([[50], [31]])
+    return {"vit": (vit, (torch.rand(2, 3, 32, 32),)),
+            "audio": (lambda m, f: audio.forward_features(m, f)[0], (mel, frames)),
+            "text": (text, (torch.randint(3, 50, (2, 16)), torch.tensor([16, 9]))),
+            "decoder": (decoder, (torch.randint(3, 50, (2, 12)), memory, memory_mask))}
+
+
+@pytest.mark.parametrize("name", ["vit", "audio", "text", "decoder"])
+@torch.no_grad()
+def test_bf16_autocast_stays_close_to_fp32(models, name):
+    model, inputs = models[name]
+    reference = model(*inputs)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = model(*inputs)
+    error = (low.float() - reference).abs().max().item()
+    assert 0 < error <= BF16_TOLERANCE * reference.abs().max().item()  # > 0: autocast really used bf16
+
+
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
+                    reason="torch.compile on a CPU needs a C compiler")
+@pytest.mark.parametrize("name", ["vit", "audio", "text", "decoder"])
+@torch.no_grad()
+def test_compiled_tower_matches_eager(models, name):
+    model, inputs = models[name]
+    compiled = torch.compile(model, dynamic=False)
+    torch.testing.assert_close(compiled(*inputs), model(*inputs), atol=COMPILE_TOLERANCE, rtol=COMPILE_TOLERANCE)
