@@ -103,9 +103,9 @@ class SpeechAttention:
 
 @torch.no_grad()
 def speech_attention(model: SpeechRecognizer, waveform: Tensor) -> SpeechAttention:
-    """Decode one (samples,) clip greedily, then run the decoder once over <sos> + the transcript with the
-    weights recorded. Row i of the alignment is where the decoder looked when it predicted token i (input
-    position i), averaged over heads and over all decoder layers: alignment is spread over the layers of
+    """Decode one (samples,) clip greedily, then run the decoder once over its start prompt + the transcript
+    with the weights recorded. Row i of the alignment is where the decoder looked when it predicted token i,
+    averaged over heads and over all decoder layers: alignment is spread over the layers of
     a deep decoder, and the average shows it without choosing one. Only the ``.cross`` layers are read;
     the ``.attn`` ones are the decoder's self-attention over its own tokens."""
     tok, context = model.tokenizer, model.decoder_cfg.context_length

@@ -94,7 +94,7 @@ class SpeechRecognizer(Task):
     def losses(self, waveforms: Tensor, lengths: Tensor, texts: list[str]) -> dict[str, Tensor]:
         """The CTC, attention and combined losses of a batch."""
         memory, mask = self.encode(waveforms, lengths)
-        prompt = torch.tensor(self.tokenizer.prompt, device=memory.device)
+        prompt = self.decoder.prompt  # (P,) the tokenizer's start prompt, a buffer already on the device
         extra = len(prompt) - 1  # the prompt's tokens after <sos>
         tokens, token_lengths = self.tokenizer.encode_batch(texts, self.decoder_cfg.context_length - extra)
         tokens, token_lengths = tokens.to(memory.device), token_lengths.to(memory.device)
