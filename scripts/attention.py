@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 
 from multimodal.data.audio import AUDIO_SUFFIXES, SAMPLE_RATE, find_audio, load_audio
-from multimodal.data.images import IMAGE_SUFFIXES, eval_transform, find_images, load_image
+from multimodal.data.images import IMAGE_SUFFIXES, EvalTransform, find_images, load_image
 from multimodal.errors import InputError
 from multimodal.inference.attention_maps import (save_image_maps, save_speech_attention, save_text_weights,
                                                  speech_attention, text_pooling_weights, token_pieces,
@@ -32,7 +32,7 @@ from multimodal.tasks import ImageClassifier, ImageTextContrastive, SpeechRecogn
 
 
 def image_maps(model: ImageClassifier | ImageTextContrastive, paths: list[Path], out: Path, quiet: bool) -> list[dict]:
-    transform, channels = eval_transform(model.vit.cfg.image_size), model.vit.cfg.channels
+    transform, channels = EvalTransform(model.vit.cfg.image_size), model.vit.cfg.channels
     results = []
     for chunk in batches(paths, 32, "attention maps", quiet=quiet):
         images = [load_image(p, channels) for p in chunk]

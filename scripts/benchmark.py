@@ -5,7 +5,8 @@
     python scripts/benchmark.py --task clip           # CLIP ViT-B/32 training step vs OpenCLIP (GPU: batch 512)
     python scripts/benchmark.py --task asr            # Whisper-base-sized training step (batch 64, 30 s) and
                                                       # beam-5 decoding (batch 16) vs transformers
-    python scripts/benchmark.py --task attention      # full vs local vs linformer attention, 1k-32k tokens
+    python scripts/benchmark.py --task attention --plot attention.png
+                                                      # full vs local vs linformer attention, 1k-32k tokens
 Without a GPU it runs small CPU sizes and says so in the output ("device" and "sizes").
 """
 
@@ -18,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from multimodal.inference.benchmark import Setting, asr_rows, attention_rows, clip_rows, vit_rows
+from multimodal.inference.benchmark import Setting, asr_rows, attention_rows, clip_rows, plot_attention, vit_rows
 from multimodal.inference.common import device, script_main
 
 
@@ -30,7 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 on GPU, 10 on CPU)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--json", action="store_true", help="JSON only (it is always printed; this drops the notes)")
+    parser.add_argument("--plot", metavar="PNG", help="with --task attention or all: time and memory against length")
     args = parser.parse_args(argv)
+    if args.plot and args.task not in ("attention", "all"):
+        parser.error("--plot draws the attention rows: use it with --task attention or all")
 
     dev = device(args.device)
     gpu = dev.type == "cuda"
@@ -53,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         lengths = [1024, 2048, 4096, 8192, 16384, 32768] if gpu else [256, 512, 1024]
         setting = Setting(dev, batch=1, steps=steps, warmup=3 if gpu else 1, compile=False)
         report["results"]["attention"] = attention_rows(setting, lengths)
+        if args.plot:
+            plot_attention(report["results"]["attention"], args.plot)
     print(json.dumps(report, indent=2))
     if not args.json and not gpu:
         print("note: CPU sizes only; run on a GPU for the figures docs/PERFORMANCE.md records", file=sys.stderr)

@@ -1,4 +1,5 @@
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +9,7 @@ from PIL import Image
 
 from conftest import ROOT, run_script
 from multimodal.data.classification import MNISTData
-from multimodal.data.images import load_image, scan_class_folders
+from multimodal.data.images import EvalTransform, load_image, scan_class_folders, train_transform
 from multimodal.errors import InputError
 from multimodal.tasks import ImageClassifier, Task
 
@@ -50,6 +51,19 @@ def test_class_folders_skip_bad_images_and_refuse_empty_classes(tmp_path):
         scan_class_folders(tmp_path)
     with pytest.raises(InputError, match="no class sub-folders"):
         scan_class_folders(tmp_path / "c")
+
+
+def test_transforms_resize_crop_and_pickle_for_spawned_workers():
+    wide = Image.fromarray(np.arange(40 * 60, dtype=np.uint8).reshape(40, 60) % 251, mode="L")
+    square = wide.crop((10, 0, 50, 40)).resize((28, 28), Image.BILINEAR)
+    for transform in (EvalTransform(28), train_transform(28, "affine", channels=1)):
+        transform = pickle.loads(pickle.dumps(transform))  # DataLoader workers started by spawn pickle it
+        for image in (wide, square):
+            x = transform(image)
+            assert x.shape == (1, 28, 28) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+    centre = EvalTransform(28)(wide)  # shorter side to 28, then the middle 28 columns
+    assert torch.allclose(centre, EvalTransform(28)(wide.resize((42, 28), Image.BILINEAR)), atol=0.1)
+    assert torch.allclose(EvalTransform(28)(square) * 255, torch.from_numpy(np.asarray(square)).float()[None], atol=1e-4)
 
 
 def test_mnist_split_is_fixed_and_balanced():

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from conftest import ROOT, run_script
+from multimodal.inference.benchmark import crossover
 
 SCRIPTS = sorted(p.stem for p in (ROOT / "scripts").glob("*.py"))
 
@@ -32,6 +33,27 @@ def test_benchmark_clip_against_open_clip_on_cpu():
     clip = json.loads(run_script("benchmark", "--task", "clip", "--steps", "1", "--json").stdout)["results"]["clip"]
     # ours is converted from the OpenCLIP model: the same architecture, so the same FLOPs
     assert _same_flops(clip["ours"], clip["open_clip"]) and clip["ratio_ours_over_reference"] > 0
+
+
+def test_benchmark_attention_rows_crossover_and_plot(tmp_path):
+    plot = tmp_path / "attention.png"
+    attention = json.loads(run_script("benchmark", "--task", "attention", "--steps", "1", "--plot", str(plot),
+                                      "--json").stdout)["results"]["attention"]
+    measured = {(r["variant"], r["length"]) for r in attention["rows"] if r["ms"] > 0}
+    assert measured == {(v, n) for v in ("full", "local", "linformer") for n in (256, 512, 1024)}
+    assert set(attention["faster_than_full_from"]) == {"local", "linformer"}
+    assert plot.stat().st_size > 10_000
+
+
+def test_crossover_is_the_length_from_which_a_variant_stays_faster():
+    def rows(full, local):
+        return [{"variant": v, "length": n, "ms": ms} for v, times in (("full", full), ("local", local))
+                for n, ms in zip((1, 2, 4, 8), times)]
+
+    assert crossover(rows([1, 2, 4, 8], [2, 3, 3, 4]), "local") == 4
+    assert crossover(rows([1, 2, 4, 8], [0.5, 3, 3, 4]), "local") == 4  # a lucky short length is no crossover
+    assert crossover(rows([1, 2, 4, None], [2, 3, 5, 9]), "local") == 8  # full ran out of memory
+    assert crossover(rows([1, 2, 4, 8], [2, 3, 5, 9]), "local") is None
 
 
 def test_benchmark_asr_against_transformers_whisper_on_cpu():

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from multimodal.data.images import ImageDataset, eval_transform, scan_class_folders, train_transform
+from multimodal.data.images import EvalTransform, ImageDataset, scan_class_folders, train_transform
 
 
 class ImageClassificationData(L.LightningDataModule):
@@ -31,7 +31,7 @@ class ImageClassificationData(L.LightningDataModule):
 
     def datasets(self, train: tuple[list, list[int]], val: tuple[list, list[int]], test: tuple[list, list[int]]) -> None:
         self.train_set = ImageDataset(*train, train_transform(self.image_size, self.augment, self.channels), self.channels)
-        evaluate = eval_transform(self.image_size)
+        evaluate = EvalTransform(self.image_size)
         self.val_set = ImageDataset(*val, evaluate, self.channels)
         self.test_set = ImageDataset(*test, evaluate, self.channels)
 

@@ -47,25 +47,36 @@ def to_8bit(image: Image.Image) -> Image.Image:
     return image
 
 
-def eval_transform(image_size: int) -> Callable[[Image.Image], Tensor]:
-    """PIL image -> float (C, H, W) in [0, 1]: shorter side resized to image_size, centre crop."""
-    return v2.Compose([v2.PILToTensor(), v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size),
-                       v2.ToDtype(torch.float32, scale=True)])
+class EvalTransform:
+    """PIL image -> float (C, H, W) in [0, 1]: shorter side resized to image_size, centre crop.
+
+    A class rather than a closure, so that DataLoader workers started by spawn (macOS, Windows) can pickle it.
+    """
+
+    def __init__(self, image_size: int):
+        self.image_size = image_size
+        self.fit = v2.Compose([v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)])
+
+    def __call__(self, image: Image.Image) -> Tensor:
+        pixels = v2.functional.pil_to_tensor(image)
+        if pixels.shape[-2:] != (self.image_size, self.image_size):  # the no-op resize costs a third of an MNIST step's loading
+            pixels = self.fit(pixels)
+        return pixels.float().div_(255)
 
 
 def train_transform(image_size: int, augment: str | None, channels: int = 3) -> Callable[[Image.Image], Tensor]:
-    """eval_transform after an augmentation: None; "affine" (small shifts, turns and zooms, for digits
+    """EvalTransform after an augmentation: None; "affine" (small shifts, turns and zooms, for digits
     and other images whose colours or mirror images change their meaning); or a timm RandAugment
     string such as "rand-m9-mstd0.5"."""
     if not augment:
-        return eval_transform(image_size)
+        return EvalTransform(image_size)
     if augment == "affine":
         augmentation = v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1))
     else:
         from timm.data.auto_augment import rand_augment_transform
         augmentation = rand_augment_transform(augment, {"translate_const": int(image_size * 0.45),
                                                         "img_mean": (0,) * channels})
-    return v2.Compose([augmentation, eval_transform(image_size)])
+    return v2.Compose([augmentation, EvalTransform(image_size)])
 
 
 class ImageDataset(Dataset):

@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from multimodal.data.images import eval_transform, load_image, train_transform
+from multimodal.data.images import EvalTransform, load_image, train_transform
 from multimodal.errors import InputError
 
 COLUMNS = ("image", "caption")
@@ -173,7 +173,7 @@ class PairsData(L.LightningDataModule):
     def _loader(self, pairs: Pairs | None, train: bool = False) -> DataLoader | list:
         if pairs is None:
             return []
-        transform = train_transform(self.image_size, self.augment) if train else eval_transform(self.image_size)
+        transform = train_transform(self.image_size, self.augment) if train else EvalTransform(self.image_size)
         dataset = PairsDataset(pairs, transform, sample_caption=train, seed=self.seed)
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=train,
                           drop_last=train and len(dataset) > self.batch_size, num_workers=self.num_workers,

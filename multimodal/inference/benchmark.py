@@ -280,8 +280,9 @@ def asr_rows(train: Setting, decode: Setting, size: str, text_tokens: int, new_t
 
 
 def attention_rows(setting: Setting, lengths: list[int], dim: int = 256, heads: int = 4, window: int = 256,
-                   low_rank: int = 256) -> list[dict]:
-    """Forward + backward time and peak memory of one attention layer per variant and sequence length."""
+                   low_rank: int = 256) -> dict:
+    """Forward + backward time and peak memory of one attention layer per variant and sequence length, and the
+    length from which each variant beats full attention."""
     from multimodal.nn import MultiHeadAttention
 
     variants = {"full": {}, "local": {"window": window}, "linformer": {"low_rank": low_rank, "max_len": max(lengths)}}
@@ -302,4 +303,40 @@ def attention_rows(setting: Setting, lengths: list[int], dim: int = 256, heads: 
             except torch.OutOfMemoryError:
                 rows.append({"variant": name, "length": length, "ms": None, "peak_memory_mib": None, "error": "out of memory"})
             del layer, x
-    return rows
+    return {"dim": dim, "heads": heads, "window": window, "low_rank": low_rank, "rows": rows,
+            "faster_than_full_from": {name: crossover(rows, name) for name in variants if name != "full"}}
+
+
+def crossover(rows: list[dict], variant: str) -> int | None:
+    """The shortest measured length from which ``variant`` is faster than full attention at every longer length
+    too (full running out of memory counts as slower); None if it never is."""
+    ms = {(r["variant"], r["length"]): r["ms"] for r in rows}
+    lengths = sorted({r["length"] for r in rows})
+    wins = [ms[variant, n] is not None and (ms["full", n] is None or ms[variant, n] < ms["full", n]) for n in lengths]
+    start = next((i for i in range(len(lengths)) if all(wins[i:])), None)
+    return None if start is None else lengths[start]
+
+
+def plot_attention(result: dict, path: str) -> None:
+    """Time and peak memory against sequence length, one line per variant, log-log."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [("ms", "forward + backward (ms)")]
+    if any(r["peak_memory_mib"] for r in result["rows"]):
+        keys.append(("peak_memory_mib", "peak memory (MiB)"))
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4), squeeze=False)
+    for ax, (key, label) in zip(axes[0], keys):
+        for variant in dict.fromkeys(r["variant"] for r in result["rows"]):
+            points = [(r["length"], r[key]) for r in result["rows"] if r["variant"] == variant and r[key] is not None]
+            ax.plot(*zip(*points), marker="o", label=variant)
+        ax.set(xscale="log", yscale="log", xlabel="sequence length (tokens)", ylabel=label)
+        ax.set_xscale("log", base=2)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"one attention layer, dim {result['dim']}, {result['heads']} heads, window {result['window']}, "
+                 f"rank {result['low_rank']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from multimodal.data.images import IMAGE_SUFFIXES, eval_transform, find_images, load_image
+from multimodal.data.images import IMAGE_SUFFIXES, EvalTransform, find_images, load_image
 from multimodal.errors import InputError
 from multimodal.inference.common import batches
 from multimodal.tasks import ImageClassifier
@@ -50,7 +50,7 @@ def collect(inputs: list[str | Path], class_names: list[str]) -> LabelledImages:
 def classify(model: ImageClassifier, images: LabelledImages, top_k: int = 5, batch_size: int = 64,
              quiet: bool = False) -> dict:
     """Top-k predictions for every readable image; unreadable ones are skipped, counted and named."""
-    cfg, transform = model.vit.cfg, eval_transform(model.vit.cfg.image_size)
+    cfg, transform = model.vit.cfg, EvalTransform(model.vit.cfg.image_size)
     top_k = min(top_k, len(model.class_names))
     results, skipped = [], []
     pairs = list(zip(images.paths, images.labels))

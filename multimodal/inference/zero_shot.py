@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from multimodal.data.images import IMAGE_SUFFIXES, eval_transform, find_images, load_image
+from multimodal.data.images import IMAGE_SUFFIXES, EvalTransform, find_images, load_image
 from multimodal.errors import InputError
 from multimodal.inference.common import batches
 
@@ -108,7 +108,7 @@ def class_embeddings(model, classes: list[str], templates: list[str] | tuple[str
 def embed_images(model, paths: list[Path], batch_size: int = 64, quiet: bool = False,
                  desc: str = "embedding images") -> tuple[torch.Tensor, list[Path], list[str]]:
     """(N, E) normalised embeddings of the readable images, those images, and why the others were skipped."""
-    transform = eval_transform(model.vit.cfg.image_size)
+    transform = EvalTransform(model.vit.cfg.image_size)
     out, kept, skipped = [], [], []
     for chunk in batches(paths, batch_size, desc, quiet):
         tensors = []
