@@ -331,7 +331,7 @@ def plot_attention(result: dict, path: str) -> None:
         for variant in dict.fromkeys(r["variant"] for r in result["rows"]):
             points = [(r["length"], r[key]) for r in result["rows"] if r["variant"] == variant and r[key] is not None]
             ax.plot(*zip(*points), marker="o", label=variant)
-        ax.set(xscale="log", yscale="log", xlabel="sequence length (tokens)", ylabel=label)
+        ax.set(yscale="log", xlabel="sequence length (tokens)", ylabel=label)
         ax.set_xscale("log", base=2)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
