@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Classify images with a trained ImageClassifier checkpoint.
 
-    python scripts/classify.py --checkpoint runs/vit_mnist/last.ckpt digit.png more_digits/
+    python scripts/classify.py --checkpoint runs/vit_mnist/checkpoints/last.ckpt digit.png more_digits/
 A folder with one sub-folder per class of the checkpoint (e.g. test/7/*.png) also reports accuracy.
 """
 

@@ -2,7 +2,7 @@
 """Export a trained checkpoint (any task), or timm / OpenCLIP / Whisper weights converted to our model, as
 model.safetensors + config.json (task name + hyper-parameters).
 
-    python scripts/export.py --checkpoint runs/vit_mnist/last.ckpt --out exported/vit_mnist
+    python scripts/export.py --checkpoint runs/vit_mnist/checkpoints/last.ckpt --out exported/vit_mnist
     python scripts/export.py --checkpoint whisper-base.pt --out exported/whisper_base
 Load it back in Python with ``multimodal.interop.export.load_exported("exported/vit_mnist")``.
 """

@@ -2,7 +2,8 @@
 """Train, validate, test or predict with any recipe in configs/ (LightningCLI).
 
     python scripts/train.py fit --config configs/vit_mnist.yaml
-    python scripts/train.py test --config configs/vit_mnist.yaml --ckpt_path runs/vit_mnist/.../last.ckpt
+    python scripts/train.py test --config configs/vit_mnist.yaml --ckpt_path runs/vit_mnist/checkpoints/last.ckpt
+    python scripts/train.py fit --config configs/vit_mnist.yaml --ckpt_path last   # resume a stopped run
     python scripts/train.py fit --config configs/vit_shapes.yaml --pretrained MODEL
 --pretrained (or `pretrained:` in a recipe) starts fit from the weights of a model of the recipe's task: a
 .ckpt, an exported folder, or timm / OpenCLIP / Whisper weights; --ckpt_path, which resumes, still wins.
