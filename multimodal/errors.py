@@ -5,6 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def a(name: str) -> str:
+    """``name`` with its indefinite article, for messages: "an ImageClassifier", "a SpeechRecognizer"."""
+    return f"{'an' if name[:1] in 'AEIOU' else 'a'} {name}"
+
+
 class InputError(ValueError):
     """Bad input from the user. Scripts print the message and exit with status 2 instead of a traceback."""
 

@@ -22,7 +22,7 @@ import torch
 
 from multimodal.data.audio import AUDIO_SUFFIXES, SAMPLE_RATE, find_audio, load_audio
 from multimodal.data.images import IMAGE_SUFFIXES, EvalTransform, find_images, load_image
-from multimodal.errors import InputError
+from multimodal.errors import InputError, a
 from multimodal.inference.attention_maps import (save_image_maps, save_speech_attention, save_text_weights,
                                                  speech_attention, text_pooling_weights, token_pieces,
                                                  vit_attention_maps)
@@ -93,13 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     model = load_checkpoint(args.checkpoint, Task)
     kind = type(model).__name__
     if args.text and not isinstance(model, ImageTextContrastive):
-        raise InputError(f"--text needs an ImageTextContrastive checkpoint; this is a {kind}", args.checkpoint)
+        raise InputError(f"--text needs an ImageTextContrastive checkpoint; this is {a(kind)}", args.checkpoint)
     speech = isinstance(model, SpeechRecognizer)
     modality, find, other = ("audio", find_audio, IMAGE_SUFFIXES) if speech else ("image", find_images, AUDIO_SUFFIXES)
     paths = [p for item in args.inputs for p in find(item)]
     wrong = next((p for p in paths if p.suffix.lower() in other), None)
     if wrong:
-        raise InputError(f"{'an image' if speech else 'an audio'} file, but a {kind} checkpoint draws attention maps "
+        raise InputError(f"{'an image' if speech else 'an audio'} file, but {a(kind)} checkpoint draws attention maps "
                          f"for {modality} inputs", wrong)
     if args.inputs and not paths:
         raise InputError(f"no {modality} files found", ", ".join(args.inputs))

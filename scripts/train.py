@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lightning as L
 from lightning.pytorch.cli import LightningCLI
 
-from multimodal.inference.common import CHECKPOINT_HELP
+from multimodal.inference.common import CHECKPOINT_HELP, script_main
 from multimodal.interop.pretrained import load_pretrained
 from multimodal.tasks import Task
 
@@ -40,5 +40,11 @@ def main(args: list[str] | None = None) -> LightningCLI:
                save_config_kwargs={"overwrite": True}, args=args)
 
 
-if __name__ == "__main__":
+@script_main
+def run() -> None:
+    """The command line: bad input (a missing data file, weights of another task) is one line, exit status 2."""
     main()
+
+
+if __name__ == "__main__":
+    sys.exit(run())

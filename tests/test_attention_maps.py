@@ -162,11 +162,11 @@ def test_wrong_input_kinds_are_refused(clip, asr, tmp_path):
     classifier = save(ImageClassifier(VIT, class_names=["a", "b"]), tmp_path / "classifier.ckpt")
     (clip_checkpoint, images), (asr_checkpoint, audio) = clip, asr
     cases = [((classifier, images, "--text", "a red star"), f"{classifier}: --text needs an ImageTextContrastive "
-                                                            f"checkpoint; this is a ImageClassifier"),
+                                                            f"checkpoint; this is an ImageClassifier"),
              ((asr_checkpoint, audio / "tone.wav", "--text", "a"), "this is a SpeechRecognizer"),
-             ((classifier, audio / "tone.wav"), f"{audio / 'tone.wav'}: an audio file, but a ImageClassifier "
+             ((classifier, audio / "tone.wav"), f"{audio / 'tone.wav'}: an audio file, but an ImageClassifier "
                                                 f"checkpoint draws attention maps for image inputs"),
-             ((clip_checkpoint, audio / "tone.wav"), "an audio file, but a ImageTextContrastive checkpoint"),
+             ((clip_checkpoint, audio / "tone.wav"), "an audio file, but an ImageTextContrastive checkpoint"),
              ((asr_checkpoint, images / "noise.png"), "an image file, but a SpeechRecognizer checkpoint draws "
                                                       "attention maps for audio inputs"),
              ((asr_checkpoint, images), f"{images}: no audio files found"),

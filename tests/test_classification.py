@@ -115,7 +115,7 @@ def test_classify_reports_bad_input_without_traceback(tiny_classifier, tmp_path)
 
 def test_checkpoints_of_another_task_or_format_are_refused(tmp_path):
     torch.save({"multimodal_task": "SpeechRecognizer", "hyper_parameters": {}, "state_dict": {}}, tmp_path / "asr.ckpt")
-    with pytest.raises(InputError, match="asr.ckpt: this is a SpeechRecognizer checkpoint; a ImageClassifier"):
+    with pytest.raises(InputError, match="asr.ckpt: this is a SpeechRecognizer checkpoint; an ImageClassifier"):
         ImageClassifier.load(tmp_path / "asr.ckpt")
     torch.save({"multimodal_task": "Nope", "hyper_parameters": {}, "state_dict": {}}, tmp_path / "nope.ckpt")
     with pytest.raises(InputError, match="nope.ckpt: unknown task 'Nope'"):

@@ -4,6 +4,7 @@ pairs-file checks, and the scripts end to end on a model trained for seconds."""
 import json
 import math
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -245,6 +246,37 @@ def test_checkpoint_loads_alone_with_weights_only(trained):
     model = ImageTextContrastive.load(ckpt)
     emb = model.encode_text(["a red star", "a small blue circle left of a gray cross"])
     assert emb.shape == (2, 64) and torch.allclose(emb.norm(dim=-1), torch.ones(2))
+
+
+def test_resuming_goes_on_with_the_same_captions_and_refuses_changed_ones(trained, tmp_path):
+    """fit --ckpt_path last (unlike a file path, which LightningCLI reads the hyper-parameters from) builds the
+    tokenizer from the training captions before the checkpoint is restored: the same captions give the same
+    tokenizer, other ones a clear refusal instead of weights read with another vocabulary."""
+    ckpt, data = trained
+    last = tmp_path / "runs/tiny_clip/checkpoints/last.ckpt"  # where the recipe resumes from
+    last.parent.mkdir(parents=True)
+    fewer = tmp_path / "fewer.jsonl"  # the data changed since: a caption vocabulary without 'purple'
+    pairs = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()]
+    fewer.write_text("".join(json.dumps({**p, "image": str(data / p["image"])}) + "\n"
+                             for p in pairs if "purple" not in p["caption"]))
+    resume = ["fit", "--config", ROOT / "configs/tiny/clip_tiny.yaml", "--ckpt_path", "last", "--trainer.max_epochs",
+              4, "--data.init_args.val", data / "test.jsonl", "--trainer.limit_train_batches", 2,
+              "--trainer.limit_val_batches", 1, "--trainer.enable_progress_bar", "false"]
+    shutil.copy(ckpt, last)
+    run_script("train", *resume, "--data.init_args.train", data / "train.jsonl", cwd=tmp_path)
+    assert torch.load(last, weights_only=True)["epoch"] == 3
+
+    shutil.copy(ckpt, last)
+    result = run_script("train", *resume, "--data.init_args.train", fewer, cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "last.ckpt: this checkpoint's tokenizer is not the one built from the training data now" in result.stderr
+
+
+def test_train_reports_a_missing_data_file_without_traceback(tmp_path):
+    result = run_script("train", "fit", "--config", ROOT / "configs/tiny/clip_tiny.yaml", "--data.init_args.train",
+                        tmp_path / "missing.jsonl", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"error: {tmp_path / 'missing.jsonl'}: no such pairs file" in result.stderr
 
 
 def test_text_longer_than_the_context_is_cut_with_a_warning(trained):

@@ -105,11 +105,11 @@ def test_unknown_files_and_other_tasks_are_refused(files, tmp_path):
         load_pretrained(tmp_path / "list.pt")
     with pytest.raises(InputError, match="nothing.pt: no such checkpoint file or folder"):
         load_pretrained(tmp_path / "nothing.pt")
-    with pytest.raises(InputError, match=r"clip.pt: these are OpenCLIP ViT weights \(a ImageTextContrastive\); "
+    with pytest.raises(InputError, match=r"clip.pt: these are OpenCLIP ViT weights \(an ImageTextContrastive\); "
                                          r"a SpeechRecognizer is needed here"):
         load_pretrained(files.dir / "clip.pt", SpeechRecognizer)
     export_task(classifier(["a", "b"]), tmp_path / "exported")
-    with pytest.raises(InputError, match="exported: this is a ImageClassifier; a ImageTextContrastive is needed"):
+    with pytest.raises(InputError, match="exported: this is an ImageClassifier; an ImageTextContrastive is needed"):
         load_pretrained(tmp_path / "exported", ImageTextContrastive)
 
 
@@ -132,7 +132,7 @@ def test_transcribe_and_classify_scripts_run_on_whisper_and_timm_weights(files):
     top = json.loads(out)["predictions"][0]["top"]
     assert rc == 0 and {t["label"] for t in top} == {"class_0", "class_1", "class_2"}  # timm names no classes
     rc, _, err = run_main("classify", "--checkpoint", files.dir / "clip.pt", files.dir / "images")
-    assert rc == 2 and "clip.pt: these are OpenCLIP ViT weights (a ImageTextContrastive); a ImageClassifier" in err
+    assert rc == 2 and "clip.pt: these are OpenCLIP ViT weights (an ImageTextContrastive); an ImageClassifier" in err
 
 
 def test_exported_whisper_decodes_as_the_converted_one(files, tmp_path):
@@ -171,7 +171,7 @@ def test_start_from_copies_weights_and_refreshes_a_head_for_other_classes():
         other = configured(source, list("abcde"))
     assert torch.equal(other.vit.patch_embed.weight, source.vit.patch_embed.weight) and not other.head.weight.any()
 
-    with pytest.raises(InputError, match=r"clip.ckpt: this is a ImageTextContrastive; a ImageClassifier is needed"):
+    with pytest.raises(InputError, match=r"clip.ckpt: this is an ImageTextContrastive; an ImageClassifier is needed"):
         ImageClassifier(vit=TINY_VIT).start_from(ImageTextContrastive(vit=TINY_VIT, text={}), "clip.ckpt")
     wider = classifier(["a", "b", "c"], vit={**TINY_VIT, "transformer": {**TINY_VIT["transformer"], "mlp_ratio": 4.0}})
     with pytest.raises(InputError, match=r"wide.ckpt: weights do not fit the model; wrong shapes .*mlp"):
@@ -192,6 +192,6 @@ def test_train_fit_starts_from_pretrained_weights(shape_folders, files, tmp_path
     model = train.main(list(map(str, [*args, "--config", tmp_path / "pretrained.yaml"]))).model  # lr 0: unchanged
     expected = ImageClassifier.load(source).state_dict()
     assert all(torch.equal(v, expected[k]) for k, v in model.state_dict().items())
-    with pytest.raises(InputError, match=r"clip.pt: these are OpenCLIP ViT weights \(a ImageTextContrastive\); a "
+    with pytest.raises(InputError, match=r"clip.pt: these are OpenCLIP ViT weights \(an ImageTextContrastive\); an "
                                          r"ImageClassifier is needed here"):
         train.main(list(map(str, [*args, "--pretrained", files.dir / "clip.pt"])))

@@ -195,12 +195,12 @@ def test_train_then_transcribe_end_to_end(speech, tmp_path, capsys):
     # another task's checkpoint, and a missing file, are refused clearly
     other = tmp_path / "other.ckpt"
     torch.save({"multimodal_task": "ImageClassifier", "hyper_parameters": {}, "state_dict": {}}, other)
-    with pytest.raises(InputError, match="this is a ImageClassifier checkpoint; a SpeechRecognizer checkpoint"):
+    with pytest.raises(InputError, match="this is an ImageClassifier checkpoint; a SpeechRecognizer checkpoint"):
         SpeechRecognizer.load(other)
     with pytest.raises(InputError, match="missing.wav: no such audio file"):
         transcribe_files(model, [tmp_path / "missing.wav"])
     assert transcribe_script.main(["--checkpoint", str(other), str(clips[0])]) == 2
-    assert "other.ckpt: this is a ImageClassifier checkpoint" in capsys.readouterr().err
+    assert "other.ckpt: this is an ImageClassifier checkpoint" in capsys.readouterr().err
 
 
 def test_configure_model_builds_tokenizer_and_refuses_clips_beyond_the_window(speech):

@@ -169,7 +169,7 @@ def clip_rows(setting: Setting, size: str) -> dict:
     cfg = clip_configs_from_state(state, activation="gelu")
     with skip_init():
         ours = ImageTextContrastive(vit=cfg["vit"], text=cfg["text"], embed_dim=cfg["embed_dim"], loss="clip")
-        ours._build_text_tower(CLIPTokenizer())
+        ours.use_tokenizer(CLIPTokenizer())
     load_converted(ours, convert_open_clip(state), "open_clip")
     image_size, context, eot = cfg["vit"]["image_size"], cfg["text"]["context_length"], CLIPTokenizer.eos
 

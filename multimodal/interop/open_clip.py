@@ -177,7 +177,7 @@ def load_open_clip(path: str | Path, activation: str = "quick_gelu", mean: tuple
     with skip_init():  # every weight comes from the file (the strict load checks it)
         model = ImageTextContrastive(vit=cfg["vit"], text=cfg["text"], embed_dim=cfg["embed_dim"], loss="clip",
                                      mean=tuple(mean), std=tuple(std))
-        model._build_text_tower(tokenizer)  # the tokenizer is not one Tokenizer.from_dict knows (yet)
+        model.use_tokenizer(tokenizer)  # the tokenizer is not one Tokenizer.from_dict knows (yet)
     load_converted(model, convert_open_clip(state), path)
     return model.eval()
 

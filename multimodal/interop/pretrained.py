@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from multimodal.errors import InputError
+from multimodal.errors import InputError, a
 from multimodal.interop.export import load_exported
 from multimodal.interop.open_clip import load_open_clip
 from multimodal.interop.timm import load_timm_vit
@@ -39,7 +39,7 @@ def load_pretrained(path: str | Path, task: type[Task] = Task) -> Task:
     if path.is_dir():
         model = load_exported(path)
         if not isinstance(model, task):
-            raise InputError(f"this is a {type(model).__name__}; a {task.__name__} is needed here", path)
+            raise InputError(f"this is {a(type(model).__name__)}; {a(task.__name__)} is needed here", path)
         return model
     if not path.is_file():
         raise InputError("no such checkpoint file or folder", path)
@@ -53,7 +53,7 @@ def load_pretrained(path: str | Path, task: type[Task] = Task) -> Task:
     for keys, name, kind, loader in FORMATS:
         if any(key in state for key in keys):
             if task is not Task and kind != task.__name__:
-                raise InputError(f"these are {name} weights (a {kind}); a {task.__name__} is needed here", path)
+                raise InputError(f"these are {name} weights ({a(kind)}); {a(task.__name__)} is needed here", path)
             return loader(path, state=state)
     seen = f"its keys begin {', '.join(list(state)[:4])}" if state else "no state dict of tensors"
     raise InputError(f"not a model this library knows ({seen}); it reads {UNDERSTOOD}", path)

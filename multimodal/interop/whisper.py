@@ -201,7 +201,7 @@ def load_whisper(path: str | Path, num_heads: int | None = None, decoder_heads: 
         raise InputError(f"the decoder has {vocab} tokens, Whisper's tokenizer {tokenizer.vocab_size}", path)
     with skip_init():  # every weight comes from the file (the strict load checks it)
         model = SpeechRecognizer(encoder=cfg["encoder"], decoder=cfg["decoder"], ctc_weight=0.0)
-        model._build_decoder(tokenizer)  # its decoder starts from tokenizer.prompt
+        model.use_tokenizer(tokenizer)  # its decoder starts from tokenizer.prompt
     converted = convert_whisper(state)
     converted["ctc_head.weight"] = torch.zeros_like(model.ctc_head.weight)
     converted["ctc_head.bias"] = torch.zeros_like(model.ctc_head.bias)

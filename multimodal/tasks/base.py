@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from timm.scheduler import CosineLRScheduler
 
-from multimodal.errors import InputError
+from multimodal.errors import InputError, a
 from multimodal.interop.weights import load_converted  # it imports no task
 
 
@@ -24,6 +24,7 @@ class Task(L.LightningModule):
     """
 
     data_sized: tuple[str, ...] = ()  # state-dict prefixes sized by the data (a classifier head): see start_from
+    tokenizer = None  # tasks that read or write text: set by their use_tokenizer
 
     def __init__(self, lr: float, weight_decay: float, warmup_fraction: float):
         super().__init__()
@@ -58,17 +59,23 @@ class Task(L.LightningModule):
         """Train from the weights of ``source``, a model of this task (``origin`` names it in messages).
 
         Its input normalisation comes with them, and tasks with a tokenizer adopt its tokenizer, so that
-        their vocabulary-sized parts fit. ``configure_model`` copies the weights strictly once the
-        data-dependent parts are built, before Lightning restores a resumed checkpoint (which so wins); a
-        ``data_sized`` part of another shape (a head for another number of classes) stays freshly
-        initialised, with a warning, as timm's ``pretrained=True, num_classes=N`` does."""
+        their vocabulary-sized parts fit, whatever text they are trained on next. ``configure_model`` copies
+        the weights strictly once the data-dependent parts are built, before Lightning restores a resumed
+        checkpoint (which so wins); a ``data_sized`` part of another shape (a head for another number of
+        classes) stays freshly initialised, with a warning, as timm's ``pretrained=True, num_classes=N`` does."""
         if type(source) is not type(self):
-            raise InputError(f"this is a {type(source).__name__}; a {type(self).__name__} is needed here", origin)
+            raise InputError(f"this is {a(type(source).__name__)}; {a(type(self).__name__)} is needed here", origin)
         for name in ("mean", "std"):  # buffers, not in the state dict
             if name in self.hparams:
                 setattr(self, name, getattr(source, name).clone())
                 self.hparams[name] = tuple(source.hparams[name])
+        if source.tokenizer is not None:
+            self.use_tokenizer(source.tokenizer)
         self._start = (source.state_dict(), origin)
+
+    def use_tokenizer(self, tokenizer) -> None:
+        """Tasks with a tokenizer build their vocabulary-sized parts around ``tokenizer`` here."""
+        raise NotImplementedError(f"{type(self).__name__} has no tokenizer")
 
     def configure_model(self) -> None:
         """Copy the weights given to ``start_from``, once; tasks call this at the end of their own."""
@@ -85,6 +92,16 @@ class Task(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["multimodal_task"] = type(self).__name__
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Resuming with ``--ckpt_path last`` (LightningCLI takes the saved hyper-parameters, tokenizer included,
+        only from a file path): configure_model built the tokenizer from today's training text, and it must be
+        the checkpoint's, or the weights would be read with another vocabulary."""
+        saved = checkpoint.get("hyper_parameters", {}).get("tokenizer")
+        if self.tokenizer is not None and saved is not None and saved != self.tokenizer.to_dict():
+            raise InputError("this checkpoint's tokenizer is not the one built from the training data now (the text "
+                             "changed since it was saved): resume on the data the run started with, or start a new "
+                             "run from it with --pretrained", self._trainer.ckpt_path if self._trainer else None)
 
     @classmethod
     def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "Task":
@@ -105,7 +122,7 @@ class Task(L.LightningModule):
         if kind is None:
             raise InputError("not a multimodal checkpoint (no 'multimodal_task' entry)", source)
         if kind != cls.__name__ and cls is not Task:
-            raise InputError(f"this is a {kind} checkpoint; a {cls.__name__} checkpoint is needed here", source)
+            raise InputError(f"this is {a(kind)} checkpoint; {a(cls.__name__)} checkpoint is needed here", source)
         model = Task.build(kind, checkpoint["hyper_parameters"], source)
         model.load_state_dict(checkpoint["state_dict"])
         return model.eval()

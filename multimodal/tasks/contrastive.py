@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -78,7 +77,7 @@ class ImageTextContrastive(Task):
         self.tokenizer: Tokenizer | None = None
         self.text: TextEncoder | None = None
         if tokenizer is not None:
-            self._build_text_tower(Tokenizer.from_dict(tokenizer))
+            self.use_tokenizer(Tokenizer.from_dict(tokenizer))
         init_scale, init_bias = (math.log(1 / 0.07), None) if loss == "clip" else (math.log(10.0), -10.0)
         self.logit_scale = nn.Parameter(torch.tensor(init_scale))
         self.logit_bias = nn.Parameter(torch.tensor(init_bias)) if init_bias is not None else None
@@ -94,7 +93,7 @@ class ImageTextContrastive(Task):
         if self.lock_image_tower:
             self.vit.lock()
 
-    def _build_text_tower(self, tokenizer: Tokenizer) -> None:
+    def use_tokenizer(self, tokenizer: Tokenizer) -> None:  # builds the text tower
         self.tokenizer = tokenizer
         self.text_cfg.vocab_size = tokenizer.vocab_size
         self.text = TextEncoder(self.text_cfg)
@@ -119,12 +118,8 @@ class ImageTextContrastive(Task):
             captions = getattr(datamodule, "captions", None)
             if captions is None:
                 raise ValueError("no tokenizer in the model config and the data module gives no captions() to train one")
-            self._build_text_tower(BPETokenizer.train(captions(), self.tokenizer_vocab_size))
+            self.use_tokenizer(BPETokenizer.train(captions(), self.tokenizer_vocab_size))
         super().configure_model()
-
-    def start_from(self, source: Task, origin: str | Path = "the pretrained model") -> None:
-        super().start_from(source, origin)
-        self._build_text_tower(source.tokenizer)  # the source's vocabulary, so that its text tower fits
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -6,8 +6,6 @@ test decode (greedy, or beam search with ``beam_size`` > 1) and report WER and C
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -46,9 +44,9 @@ class SpeechRecognizer(Task):
         metrics = lambda: nn.ModuleDict({"wer": WordErrorRate(), "cer": CharErrorRate()})  # noqa: E731
         self.val_metrics, self.test_metrics = metrics(), metrics()
         if tokenizer is not None:
-            self._build_decoder(Tokenizer.from_dict(tokenizer))
+            self.use_tokenizer(Tokenizer.from_dict(tokenizer))
 
-    def _build_decoder(self, tokenizer: Tokenizer) -> None:
+    def use_tokenizer(self, tokenizer: Tokenizer) -> None:  # builds the decoder and the CTC head
         self.tokenizer = tokenizer
         self.hparams["tokenizer"] = tokenizer.to_dict()
         self.decoder_cfg.vocab_size = tokenizer.vocab_size
@@ -64,7 +62,7 @@ class SpeechRecognizer(Task):
         if self.decoder is None:
             if not texts:
                 raise ValueError("no tokenizer in the model config and no training transcripts from the data module")
-            self._build_decoder(CharTokenizer.from_texts(texts))
+            self.use_tokenizer(CharTokenizer.from_texts(texts))
         if fitting and hasattr(datamodule, "longest"):  # a clip the encoder cannot take stops training late
             clip, seconds = datamodule.longest()
             window = (2 * self.encoder.cfg.max_frames - 1) * HOP_LENGTH / SAMPLE_RATE
@@ -82,10 +80,6 @@ class SpeechRecognizer(Task):
                                  f"start prompt and <eos>) does not fit decoder.context_length="
                                  f"{self.decoder_cfg.context_length}: {longest!r}")
         super().configure_model()
-
-    def start_from(self, source: Task, origin: str | Path = "the pretrained model") -> None:
-        super().start_from(source, origin)
-        self._build_decoder(source.tokenizer)  # the source's vocabulary, so that its decoder fits
 
     # ---- model ----
     def encode(self, waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
