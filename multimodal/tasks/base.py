@@ -14,6 +14,7 @@ from timm.scheduler import CosineLRScheduler
 
 from multimodal.errors import InputError, a
 from multimodal.interop.weights import load_converted  # it imports no task
+from multimodal.tokenizers import Tokenizer
 
 
 class Task(L.LightningModule):
@@ -24,7 +25,7 @@ class Task(L.LightningModule):
     """
 
     data_sized: tuple[str, ...] = ()  # state-dict prefixes sized by the data (a classifier head): see start_from
-    tokenizer = None  # tasks that read or write text: set by their use_tokenizer
+    tokenizer: Tokenizer | None = None  # tasks that read or write text: set by their use_tokenizer
 
     def __init__(self, lr: float, weight_decay: float, warmup_fraction: float):
         super().__init__()
@@ -73,7 +74,7 @@ class Task(L.LightningModule):
             self.use_tokenizer(source.tokenizer)
         self._start = (source.state_dict(), origin)
 
-    def use_tokenizer(self, tokenizer) -> None:
+    def use_tokenizer(self, tokenizer: Tokenizer) -> None:
         """Tasks with a tokenizer build their vocabulary-sized parts around ``tokenizer`` here."""
         raise NotImplementedError(f"{type(self).__name__} has no tokenizer")
 

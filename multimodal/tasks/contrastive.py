@@ -74,7 +74,6 @@ class ImageTextContrastive(Task):
         self._build_image_tower(ViTConfig(**vit) if isinstance(vit, dict) else vit, mean, std)
         self.text_cfg = TextConfig(**text) if isinstance(text, dict) else text
         self.text_cfg.embed_dim = embed_dim  # the text tower's projection goes straight to the shared space
-        self.tokenizer: Tokenizer | None = None
         self.text: TextEncoder | None = None
         if tokenizer is not None:
             self.use_tokenizer(Tokenizer.from_dict(tokenizer))

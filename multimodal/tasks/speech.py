@@ -38,7 +38,6 @@ class SpeechRecognizer(Task):
         self.decoder_cfg = TextConfig(**decoder) if isinstance(decoder, dict) else decoder
         self.ctc_weight, self.label_smoothing = ctc_weight, label_smoothing
         self.beam_size, self.length_penalty = beam_size, length_penalty
-        self.tokenizer: Tokenizer | None = None
         self.decoder: TextDecoder | None = None
         self.ctc_head: nn.Linear | None = None
         metrics = lambda: nn.ModuleDict({"wer": WordErrorRate(), "cer": CharErrorRate()})  # noqa: E731
