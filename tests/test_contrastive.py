@@ -4,6 +4,7 @@ pairs-file checks, and the scripts end to end on a model trained for seconds."""
 import json
 import math
 import os
+import re
 import shutil
 import socket
 from pathlib import Path
@@ -195,6 +196,31 @@ def test_missing_column_is_refused(pairs_dir):
         read_pairs(bad_json)
 
 
+def test_groups_are_read_and_an_image_in_two_groups_is_refused(pairs_dir):
+    from multimodal.errors import InputError
+    f = _write(pairs_dir / "p.jsonl", [{"image": "img/a.png", "caption": "a red square", "group": 7},
+                                       {"image": "img/b.png", "caption": "a red thing"},
+                                       {"image": "img/a.png", "caption": "a large red square", "group": 7}])
+    assert read_pairs(f).groups == ["7", None]
+    csv = pairs_dir / "p.csv"
+    csv.write_text("image,caption,group\nimg/a.png,a red square,x\nimg/b.png,a red thing,\nimg/a.png,a square,y\n")
+    with pytest.raises(InputError, match=r"p\.csv:4: img/a\.png is in group 'x' on an earlier line and 'y' here"):
+        read_pairs(csv)
+
+
+def test_group_shuffle_keeps_each_group_together_in_a_new_order_each_epoch():
+    from multimodal.data.pairs import GroupShuffle
+    groups = ["a", None, "b", "a", None, "b", "b", "c", "a", "c"]
+    sampler = GroupShuffle(groups, seed=3)
+    orders = [list(sampler) for _ in range(4)]
+    for order in orders:
+        assert sorted(order) == list(range(len(groups))) and len(sampler) == len(groups)
+        labels = [groups[i] or f"alone {i}" for i in order]
+        runs = [label for k, label in enumerate(labels) if k == 0 or labels[k - 1] != label]
+        assert len(runs) == len(set(runs))  # each group is one run of consecutive indices
+    assert len({tuple(o) for o in orders}) > 1
+
+
 # --- end to end -----------------------------------------------------------------------------------
 
 
@@ -220,6 +246,17 @@ def test_make_data_keeps_held_out_pairs_out_of_training(trained):
     held = sorted(d.name for d in (data / "zero_shot/held_out").iterdir())
     assert held == sorted(f"{c}_{s}" for c, s in HELD_OUT_PAIRS)
     assert len(list((data / "zero_shot/train_pairs").iterdir())) == 42
+    from multimodal.data.pairs import INVERSE
+    groups = {}
+    for row in map(json.loads, (data / "train.jsonl").read_text().splitlines()):
+        scene = re.fullmatch(r"a (\w+ \w+) (left of|right of|above|below) a (\w+ \w+)", row["caption"])
+        assert (scene is None) == ("group" not in row), row
+        if scene:
+            a, relation, b = scene.groups()
+            groups.setdefault(row["group"], set()).add((a, relation, b) if a < b else (b, INVERSE[relation], a))
+    assert len(groups) == 50  # 200 two-object images: 50 pairs of objects, each drawn in all four relations
+    for scenes in groups.values():
+        assert len({(a, b) for a, _, b in scenes}) == 1 and len({relation for _, relation, _ in scenes}) == 4
     retrieval = [json.loads(line) for line in (data / "two_object_test.jsonl").read_text().splitlines()]
     assert all(" left of " in r["caption"] or " right of " in r["caption"] or " above " in r["caption"]
                or " below " in r["caption"] for r in retrieval)

@@ -5,6 +5,10 @@ appear on several lines, one per caption. Every row is checked before training s
 or a line that is not JSON refuses the file; an empty caption or a missing / unreadable image is either
 an error naming the file and line (``skip_bad=False``) or, for training data, skipped, counted and
 reported in one warning.
+
+An optional ``group`` column names images that belong in the same training batch: each is the others' hard
+negative. The shapes-world writer groups the four relations of the same two objects, so that the batch, and
+with it the loss, asks which of them a caption describes; a random batch seldom does.
 """
 
 from __future__ import annotations
@@ -13,13 +17,13 @@ import csv
 import json
 import random
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import lightning as L
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from multimodal.data.images import EvalTransform, load_image, train_transform
 from multimodal.errors import InputError
@@ -29,9 +33,10 @@ COLUMNS = ("image", "caption")
 
 @dataclass
 class Pairs:
-    """Unique images and their captions: ``captions[i]`` are the captions of ``images[i]``."""
+    """Unique images, their captions and groups: ``captions[i]`` are the captions of ``images[i]``."""
     images: list[Path]
     captions: list[list[str]]
+    groups: list[str | None]
 
     def flat(self) -> tuple[list[str], list[int]]:
         """Every caption once, and the index of its image."""
@@ -90,6 +95,7 @@ def read_pairs(path: str | Path, skip_bad: bool = False) -> Pairs:
     if not path.is_file():
         raise InputError("no such pairs file", path)
     order: dict[Path, list[str]] = {}
+    group_of: dict[Path, str | None] = {}
     checked: dict[Path, str | None] = {}
     bad: list[str] = []
     for n, row in _rows(path):
@@ -113,13 +119,17 @@ def read_pairs(path: str | Path, skip_bad: bool = False) -> Pairs:
                 raise InputError(problem, path, n)
             bad.append(f"line {n}: {problem}")
             continue
+        group = None if row.get("group") in (None, "") else str(row["group"])
+        if group_of.setdefault(image_path, group) != group:
+            raise InputError(f"{image} is in group {group_of[image_path]!r} on an earlier line and {group!r} here",
+                             path, n)
         order.setdefault(image_path, []).append(text)
     if bad:
         warnings.warn(f"{path}: skipped {len(bad)} bad row(s): {'; '.join(bad[:5])}{' …' if len(bad) > 5 else ''}",
                       stacklevel=2)
     if not order:
         raise InputError("no usable image–caption pairs", path)
-    return Pairs(list(order), list(order.values()))
+    return Pairs(list(order), list(order.values()), [group_of[image] for image in order])
 
 
 class PairsDataset(Dataset):
@@ -140,6 +150,31 @@ class PairsDataset(Dataset):
         captions = self.pairs.captions[i]
         text = self.rng.choice(captions) if self.sample_caption else captions[0]
         return self.transform(load_image(self.pairs.images[i])), text, i
+
+
+class GroupShuffle(Sampler[int]):
+    """A new random order each epoch in which the images of a group come one after another, so that they
+    share a batch (a group is split only where it straddles two batches). Images without a group are alone.
+    Under DDP Lightning deals this order out to the ranks in turn, so a group still shares the global batch
+    that the gathered loss sees."""
+
+    def __init__(self, groups: list[str | None], seed: int = 0):
+        members: dict[object, list[int]] = {}
+        for i, group in enumerate(groups):
+            members.setdefault(i if group is None else group, []).append(i)
+        self.members, self.seed, self.epoch, self.size = list(members.values()), seed, 0, len(groups)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        order = list(self.members)
+        random.Random(f"{self.seed}:{self.epoch}").shuffle(order)
+        self.epoch += 1  # Lightning calls set_epoch only for some samplers; keep moving either way
+        return (i for group in order for i in group)
+
+    def __len__(self) -> int:
+        return self.size
 
 
 class PairsData(L.LightningDataModule):
@@ -175,7 +210,9 @@ class PairsData(L.LightningDataModule):
             return []
         transform = train_transform(self.image_size, self.augment) if train else EvalTransform(self.image_size)
         dataset = PairsDataset(pairs, transform, sample_caption=train, seed=self.seed)
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=train,
+        grouped = train and any(g is not None for g in pairs.groups)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=train and not grouped,
+                          sampler=GroupShuffle(pairs.groups, self.seed) if grouped else None,
                           drop_last=train and len(dataset) > self.batch_size, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
@@ -211,8 +248,9 @@ def write_shape_pairs(out: str | Path, train_size: int = 10000, test_size: int =
     """Shapes-world image–caption pairs, written as
 
     out/images/*.png; out/train.jsonl (one- and two-object scenes, no held-out colour–shape pair in any image or
-    caption); out/test.jsonl (test scenes, every pair); out/two_object_test.jsonl (distinct two-object test
-    scenes, for retrieval: no two images share a caption, so every text query has exactly one right image);
+    caption; two objects are drawn in all four relations, as one group); out/test.jsonl (test scenes, every
+    pair); out/two_object_test.jsonl (distinct two-object test scenes, for retrieval: no two images share a
+    caption, so every text query has exactly one right image);
     out/zero_shot/{train_pairs,held_out}/COLOR_SHAPE/*.png and out/zero_shot/shapes/SHAPE/*.png
     (single-object test images) with out/zero_shot/color_shape_classes.txt (the 48 classes).
     Each image has all the captions that describe it. Returns the number of images of each part.
@@ -231,23 +269,34 @@ def write_shape_pairs(out: str | Path, train_size: int = 10000, test_size: int =
     (out / "images").mkdir(parents=True, exist_ok=True)
     counts = {}
 
-    def scenes_file(name: str, n: int, split: str, num_objects: list[int], distinct: bool = False) -> None:
-        rng, described = random.Random(f"pairs:{name}:{seed}"), set()
-        with (out / f"{name}.jsonl").open("w") as f:
-            for i in tqdm(range(n), desc=f"writing {name}", disable=quiet):
-                scene = sample_scene(rng, num_objects[i % len(num_objects)], split)
+    def scenes_file(name: str, n: int, split: str, num_objects: list[int], distinct: bool = False,
+                    grouped: bool = False) -> None:
+        """n images; each next scene has the number of objects that fewer images have so far. With `grouped`,
+        a two-object scene comes in all four relations, written as one group."""
+        rng, described, written, i = random.Random(f"pairs:{name}:{seed}"), set(), dict.fromkeys(num_objects, 0), 0
+        with (out / f"{name}.jsonl").open("w") as f, tqdm(total=n, desc=f"writing {name}", disable=quiet) as bar:
+            while i < n:
+                objects = min(num_objects, key=written.get)
+                scene = sample_scene(rng, objects, split)
                 while distinct and scene_captions(scene)[0] in described:
-                    scene = sample_scene(rng, num_objects[i % len(num_objects)], split)
+                    scene = sample_scene(rng, objects, split)
                 described.update(scene_captions(scene))
-                if split == "train":
-                    assert all((o.color, o.shape) not in HELD_OUT_PAIRS for o in scene.objects)
-                file = f"images/{name}_{i:05d}.png"
-                render(scene, rng, image_size).save(out / file)
-                for text in scene_captions(scene):
-                    f.write(json.dumps({"image": file, "caption": text}) + "\n")
+                group = [replace(scene, relation=r) for r in RELATIONS] if grouped and objects == 2 else [scene]
+                first = i
+                for member in group[:n - i]:
+                    if split == "train":
+                        assert all((o.color, o.shape) not in HELD_OUT_PAIRS for o in member.objects)
+                    file = f"images/{name}_{i:05d}.png"
+                    render(member, rng, image_size).save(out / file)
+                    for text in scene_captions(member):
+                        row = {"image": file, "caption": text} | ({"group": first} if len(group) > 1 else {})
+                        f.write(json.dumps(row) + "\n")
+                    i += 1
+                written[objects] += len(group)
+                bar.update(len(group))
         counts[name] = n
 
-    scenes_file("train", train_size, "train", [1, 2])
+    scenes_file("train", train_size, "train", [1, 2], grouped=True)
     scenes_file("test", test_size, "test", [1, 2])
     scenes_file("two_object_test", retrieval_size, "test", [2], distinct=True)
 
