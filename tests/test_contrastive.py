@@ -221,6 +221,18 @@ def test_group_shuffle_keeps_each_group_together_in_a_new_order_each_epoch():
     assert len({tuple(o) for o in orders}) > 1
 
 
+def test_training_batches_follow_the_groups_unless_turned_off(pairs_dir):
+    from torch.utils.data import RandomSampler
+
+    from multimodal.data.pairs import GroupShuffle, PairsData
+    f = _write(pairs_dir / "p.jsonl", [{"image": "img/a.png", "caption": "a red square", "group": 1},
+                                       {"image": "img/b.png", "caption": "a red thing", "group": 1}])
+    for group_batches, sampler in ((True, GroupShuffle), (False, RandomSampler)):
+        data = PairsData(str(f), batch_size=2, group_batches=group_batches)
+        data.setup("fit")
+        assert isinstance(data.train_dataloader().sampler, sampler)
+
+
 # --- end to end -----------------------------------------------------------------------------------
 
 

@@ -179,12 +179,16 @@ class GroupShuffle(Sampler[int]):
 
 class PairsData(L.LightningDataModule):
     """Image–caption files for contrastive training. Batches: (images (B, 3, H, W), captions list[str],
-    image indices (B,)). ``val`` is also the test set when ``test`` is not given."""
+    image indices (B,)). ``val`` is also the test set when ``test`` is not given. ``group_batches`` keeps each
+    ``group`` of the training file in one batch; turn it off for tiny batches, where a few groups crowd out
+    the variety that the first epochs learn from."""
 
     def __init__(self, train: str, val: str | None = None, test: str | None = None, image_size: int = 64,
-                 batch_size: int = 64, num_workers: int = 0, augment: str | None = None, seed: int = 0):
+                 batch_size: int = 64, num_workers: int = 0, augment: str | None = None, seed: int = 0,
+                 group_batches: bool = True):
         super().__init__()
         self.train_file, self.val_file, self.test_file = train, val, test
+        self.group_batches = group_batches
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.augment, self.seed = augment, seed
         self.train_pairs: Pairs | None = None
@@ -210,7 +214,7 @@ class PairsData(L.LightningDataModule):
             return []
         transform = train_transform(self.image_size, self.augment) if train else EvalTransform(self.image_size)
         dataset = PairsDataset(pairs, transform, sample_caption=train, seed=self.seed)
-        grouped = train and any(g is not None for g in pairs.groups)
+        grouped = train and self.group_batches and any(g is not None for g in pairs.groups)
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=train and not grouped,
                           sampler=GroupShuffle(pairs.groups, self.seed) if grouped else None,
                           drop_last=train and len(dataset) > self.batch_size, num_workers=self.num_workers,
