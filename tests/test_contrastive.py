@@ -249,7 +249,7 @@ def trained(tmp_path_factory):
     return work / "runs/tiny_clip/checkpoints/last.ckpt", data
 
 
-def test_make_data_keeps_held_out_pairs_out_of_training(trained):
+def test_make_data_holds_pairs_out_of_training_and_groups_the_relations(trained):
     from multimodal.data.shapes import HELD_OUT_PAIRS
     _, data = trained
     captions = [json.loads(line)["caption"] for line in (data / "train.jsonl").read_text().splitlines()]

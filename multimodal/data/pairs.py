@@ -296,8 +296,8 @@ def write_shape_pairs(out: str | Path, train_size: int = 10000, test_size: int =
                         row = {"image": file, "caption": text} | ({"group": first} if len(group) > 1 else {})
                         f.write(json.dumps(row) + "\n")
                     i += 1
-                written[objects] += len(group)
-                bar.update(len(group))
+                written[objects] += i - first  # the last group may be cut short at n
+                bar.update(i - first)
         counts[name] = n
 
     scenes_file("train", train_size, "train", [1, 2], grouped=True)
