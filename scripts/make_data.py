@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     pairs.add_argument("--test-size", type=int, default=1000, help="test (validation) images")
     pairs.add_argument("--retrieval-size", type=int, default=1000, help="two-object test images for retrieval")
     pairs.add_argument("--zero-shot-per-class", type=int, default=20, help="test images per colour+shape class")
+    pairs.add_argument("--gray-fraction", type=float, default=0.25,
+                       help="share of one-object training scenes (not white or gray) drawn in grayscale, captioned "
+                            "without the colour: it teaches shape from every colour channel")
     pairs.add_argument("--image-size", type=int, default=64)
     pairs.add_argument("--seed", type=int, default=0)
     speech = sub.add_parser("speech", help="shapes-world sentences and digit strings spoken by espeak-ng: "
@@ -64,8 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         counts = export.mnist_folders(args.out, quiet=args.json)
     elif args.dataset == "shapes":
         from multimodal.data.pairs import write_shape_pairs
-        counts = write_shape_pairs(args.out, args.train_size, args.test_size, args.seed, args.image_size,
-                                   args.zero_shot_per_class, args.retrieval_size, quiet=args.json)
+        try:
+            counts = write_shape_pairs(args.out, args.train_size, args.test_size, args.seed, args.image_size,
+                                       args.zero_shot_per_class, args.retrieval_size, args.gray_fraction,
+                                       quiet=args.json)
+        except ValueError as error:  # sizes or shares the shapes world cannot give
+            parser.error(str(error))
     else:
         counts = export.shape_folders(args.out, args.target, args.train_size, args.test_size, args.seed,
                                       args.image_size, quiet=args.json)

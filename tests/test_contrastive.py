@@ -274,6 +274,29 @@ def test_make_data_holds_pairs_out_of_training_and_groups_the_relations(trained)
                or " below " in r["caption"] for r in retrieval)
 
 
+def test_make_data_draws_a_share_of_one_object_scenes_in_grayscale_captioned_without_colour(trained):
+    """A grayscale scene shows its shape equally in every colour channel, which a held-out green cross (no strong
+    red or blue) needs. Its captions name no colour; white and gray objects, alike in grayscale, are never drawn so."""
+    from PIL import Image
+
+    from multimodal.data.shapes import ACHROMATIC, COLORS, SHAPES
+    _, data = trained
+    rows = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()]
+    colourless = {r["image"] for r in rows if not set(r["caption"].split()) & set(COLORS)}
+    for row in rows:
+        red, green, blue = (band.tobytes() for band in Image.open(data / row["image"]).split())
+        assert (red == green == blue) == (row["image"] in colourless), row
+        if row["image"] in colourless:
+            assert re.fullmatch(rf"a ((small|large) )?({'|'.join(SHAPES)})", row["caption"]), row
+    chromatic = {r["image"] for r in rows
+                 if re.fullmatch(rf"a ({'|'.join(set(COLORS) - ACHROMATIC)}) \w+", r["caption"])}
+    assert 0.15 < len(colourless) / (len(colourless) + len(chromatic)) < 0.35  # a quarter of the chromatic ones
+    from multimodal.data.pairs import write_shape_pairs
+    write_shape_pairs(data.parent / "in_colour", train_size=40, test_size=0, retrieval_size=1, zero_shot_per_class=0,
+                      image_size=8, gray_fraction=0, quiet=True)
+    rows = [json.loads(line) for line in (data.parent / "in_colour/train.jsonl").read_text().splitlines()]
+    assert len(rows) == 80 and all(set(r["caption"].split()) & set(COLORS) for r in rows)
+
 def test_retrieval_scenes_are_distinct(tmp_path):
     """400 of the 4,512 two-object scenes drawn at random would repeat some (a birthday problem); the
     retrieval set must not, or a text query would have two right images of which only one counts."""
@@ -285,6 +308,14 @@ def test_retrieval_scenes_are_distinct(tmp_path):
     assert len(set(captions)) == len(captions) == 800
     with pytest.raises(ValueError, match="4512 distinct"):
         write_shape_pairs(tmp_path, train_size=0, test_size=0, retrieval_size=4513, quiet=True)
+
+
+@pytest.mark.parametrize("option, message", [(("--retrieval-size", 4513), "retrieval_size 4513 exceeds the 4512"),
+                                             (("--gray-fraction", 1.5), "gray_fraction 1.5 is not a share")])
+def test_make_data_refuses_sizes_the_shapes_world_cannot_give(tmp_path, option, message):
+    result = run_script("make_data", "shapes", tmp_path / "out", *option, check=False)
+    assert result.returncode == 2 and f"error: {message}" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_checkpoint_loads_alone_with_weights_only(trained):

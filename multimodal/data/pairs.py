@@ -235,24 +235,27 @@ class PairsData(L.LightningDataModule):
 INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 
 
-def scene_captions(scene) -> list[str]:
+def scene_captions(scene, color: bool = True) -> list[str]:
     """Every caption of the grammar that describes the scene: with and without the size for one object,
-    both orders ("a A left of a B" = "a B right of a A") for two."""
+    both orders ("a A left of a B" = "a B right of a A") for two. `color=False` leaves the colours out, for a
+    grayscale image."""
+    def name(o) -> str:
+        return f"{o.color} {o.shape}" if color else o.shape
     if len(scene.objects) == 1:
         (o,) = scene.objects
-        return [f"a {o.color} {o.shape}", f"a {o.size} {o.color} {o.shape}"]
+        return [f"a {name(o)}", f"a {o.size} {name(o)}"]
     a, b = scene.objects
-    return [f"a {a.color} {a.shape} {scene.relation} a {b.color} {b.shape}",
-            f"a {b.color} {b.shape} {INVERSE[scene.relation]} a {a.color} {a.shape}"]
+    return [f"a {name(a)} {scene.relation} a {name(b)}", f"a {name(b)} {INVERSE[scene.relation]} a {name(a)}"]
 
 
 def write_shape_pairs(out: str | Path, train_size: int = 10000, test_size: int = 1000, seed: int = 0,
                       image_size: int = 64, zero_shot_per_class: int = 20, retrieval_size: int = 1000,
-                      quiet: bool = False) -> dict[str, int]:
+                      gray_fraction: float = 0.25, quiet: bool = False) -> dict[str, int]:
     """Shapes-world image–caption pairs, written as
 
     out/images/*.png; out/train.jsonl (one- and two-object scenes, no held-out colour–shape pair in any image or
-    caption; two objects are drawn in all four relations, as one group); out/test.jsonl (test scenes, every
+    caption; two objects are drawn in all four relations, as one group; `gray_fraction` of the one-object scenes in
+    a chromatic colour are drawn in grayscale, captioned without the colour); out/test.jsonl (test scenes, every
     pair); out/two_object_test.jsonl (distinct two-object test scenes, for retrieval: no two images share a
     caption, so every text query has exactly one right image);
     out/zero_shot/{train_pairs,held_out}/COLOR_SHAPE/*.png and out/zero_shot/shapes/SHAPE/*.png
@@ -261,13 +264,17 @@ def write_shape_pairs(out: str | Path, train_size: int = 10000, test_size: int =
     """
     from tqdm import tqdm
 
-    from multimodal.data.shapes import (COLORS, HELD_OUT_PAIRS, RELATIONS, SHAPES, Scene, render, sample_object,
-                                        sample_scene, shape_classes)
+    from PIL import ImageOps
+
+    from multimodal.data.shapes import (ACHROMATIC, COLORS, HELD_OUT_PAIRS, RELATIONS, SHAPES, Scene, render,
+                                        sample_object, sample_scene, shape_classes)
 
     objects = len(COLORS) * len(SHAPES)
     distinct_scenes = objects * (objects - 1) * len(RELATIONS) // 2  # "a left of b" is "b right of a"
     if retrieval_size > distinct_scenes:
         raise ValueError(f"retrieval_size {retrieval_size} exceeds the {distinct_scenes} distinct two-object scenes")
+    if not 0 <= gray_fraction <= 1:
+        raise ValueError(f"gray_fraction {gray_fraction} is not a share between 0 and 1")
 
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -291,8 +298,12 @@ def write_shape_pairs(out: str | Path, train_size: int = 10000, test_size: int =
                     if split == "train":
                         assert all((o.color, o.shape) not in HELD_OUT_PAIRS for o in member.objects)
                     file = f"images/{name}_{i:05d}.png"
-                    render(member, rng, image_size).save(out / file)
-                    for text in scene_captions(member):
+                    image, color = render(member, rng, image_size), True
+                    if (split == "train" and len(member.objects) == 1 and member.objects[0].color not in ACHROMATIC
+                            and gray_fraction > 0 and rng.random() < gray_fraction):  # at 0 no draw: the same files as before
+                        image, color = ImageOps.grayscale(image).convert("RGB"), False
+                    image.save(out / file)
+                    for text in scene_captions(member, color):
                         row = {"image": file, "caption": text} | ({"group": first} if len(group) > 1 else {})
                         f.write(json.dumps(row) + "\n")
                     i += 1

@@ -23,6 +23,8 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "white": (250, 250, 250),
     "gray": (135, 135, 135),
 }
+# A grayscale copy of a white or gray object looks like the object itself, so it is never captioned without colour.
+ACHROMATIC = frozenset({"white", "gray"})
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross")
 SIZES = ("small", "large")
 RELATIONS = ("left of", "right of", "above", "below")
