@@ -279,6 +279,7 @@ def test_make_data_draws_a_share_of_one_object_scenes_in_grayscale_captioned_wit
     red or blue) needs. Its captions name no colour; white and gray objects, alike in grayscale, are never drawn so."""
     from PIL import Image
 
+    from multimodal.data.pairs import write_shape_pairs
     from multimodal.data.shapes import ACHROMATIC, COLORS, SHAPES
     _, data = trained
     rows = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()]
@@ -291,11 +292,11 @@ def test_make_data_draws_a_share_of_one_object_scenes_in_grayscale_captioned_wit
     chromatic = {r["image"] for r in rows
                  if re.fullmatch(rf"a ({'|'.join(set(COLORS) - ACHROMATIC)}) \w+", r["caption"])}
     assert 0.15 < len(colourless) / (len(colourless) + len(chromatic)) < 0.35  # a quarter of the chromatic ones
-    from multimodal.data.pairs import write_shape_pairs
     write_shape_pairs(data.parent / "in_colour", train_size=40, test_size=0, retrieval_size=1, zero_shot_per_class=0,
                       image_size=8, gray_fraction=0, quiet=True)
     rows = [json.loads(line) for line in (data.parent / "in_colour/train.jsonl").read_text().splitlines()]
     assert len(rows) == 80 and all(set(r["caption"].split()) & set(COLORS) for r in rows)
+
 
 def test_retrieval_scenes_are_distinct(tmp_path):
     """400 of the 4,512 two-object scenes drawn at random would repeat some (a birthday problem); the

@@ -281,9 +281,10 @@ def write_shape_pairs(out: str | Path, train_size: int = 10000, test_size: int =
     counts = {}
 
     def scenes_file(name: str, n: int, split: str, num_objects: list[int], distinct: bool = False,
-                    grouped: bool = False) -> None:
+                    grouped: bool = False, gray_fraction: float = 0.0) -> None:
         """n images; each next scene has the number of objects that fewer images have so far. With `grouped`,
-        a two-object scene comes in all four relations, written as one group."""
+        a two-object scene comes in all four relations, written as one group. At gray_fraction 0 there is no
+        grayscale draw, so the files are those of before grayscale scenes."""
         rng, described, written, i = random.Random(f"pairs:{name}:{seed}"), set(), dict.fromkeys(num_objects, 0), 0
         with (out / f"{name}.jsonl").open("w") as f, tqdm(total=n, desc=f"writing {name}", disable=quiet) as bar:
             while i < n:
@@ -299,8 +300,8 @@ def write_shape_pairs(out: str | Path, train_size: int = 10000, test_size: int =
                         assert all((o.color, o.shape) not in HELD_OUT_PAIRS for o in member.objects)
                     file = f"images/{name}_{i:05d}.png"
                     image, color = render(member, rng, image_size), True
-                    if (split == "train" and len(member.objects) == 1 and member.objects[0].color not in ACHROMATIC
-                            and gray_fraction > 0 and rng.random() < gray_fraction):  # at 0 no draw: the same files as before
+                    if (gray_fraction > 0 and len(member.objects) == 1 and member.objects[0].color not in ACHROMATIC
+                            and rng.random() < gray_fraction):
                         image, color = ImageOps.grayscale(image).convert("RGB"), False
                     image.save(out / file)
                     for text in scene_captions(member, color):
@@ -311,7 +312,7 @@ def write_shape_pairs(out: str | Path, train_size: int = 10000, test_size: int =
                 bar.update(i - first)
         counts[name] = n
 
-    scenes_file("train", train_size, "train", [1, 2], grouped=True)
+    scenes_file("train", train_size, "train", [1, 2], grouped=True, gray_fraction=gray_fraction)
     scenes_file("test", test_size, "test", [1, 2])
     scenes_file("two_object_test", retrieval_size, "test", [2], distinct=True)
 
