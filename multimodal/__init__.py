@@ -1,3 +1,16 @@
-"""multimodal: one family of transformer blocks for images, audio and text."""
+"""multimodal: one family of transformer blocks for images, audio and text.
+
+    import multimodal as mm
+    model = mm.load_model("runs/asr_shapes/checkpoints/last.ckpt")   # or an exported folder, or foreign weights
+    print(model.transcribe("clip.wav").text)
+Models are plain ``nn.Module``s (``Classifier``, ``SpeechToText``, ``CLIP``); nothing here imports Lightning.
+"""
+
+from multimodal.errors import InputError
+from multimodal.loading import load_model, save_model
+from multimodal.models import CLIP, Classification, Classifier, SpeechToText, Transcription
 
 __version__ = "0.1.0"
+
+__all__ = ["CLIP", "Classification", "Classifier", "InputError", "SpeechToText", "Transcription", "load_model",
+           "save_model"]

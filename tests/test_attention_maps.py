@@ -9,25 +9,19 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import run_main, run_script
 from PIL import Image
+from test_interop_export import save_checkpoint as save
 
-from conftest import ROOT, run_main, run_script
 from multimodal.data.audio import SAMPLE_RATE, load_audio, write_audio
 from multimodal.inference.attention_maps import speech_attention, text_pooling_weights
-from multimodal.tasks import ImageClassifier, ImageTextContrastive, SpeechRecognizer, Task
+from multimodal.loading import load_model
+from multimodal.models import CLIP, SpeechToText
+from multimodal.tasks import ImageClassifier, ImageTextContrastive, SpeechRecognizer
 from multimodal.tokenizers import BPETokenizer, CharTokenizer
 
 CAPTIONS = ["a small red star left of a large blue circle", "a gray cross"]
 VIT = {"image_size": 32, "patch_size": 8, "transformer": {"dim": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0}}
-
-
-def save(model: Task, path):
-    """The entries of a Lightning checkpoint that Task.load reads."""
-    torch.save({"multimodal_task": type(model).__name__, "hyper_parameters": dict(model.hparams),
-                "state_dict": model.state_dict()}, path)
-    return path
-
-
 
 
 def manual_attention(attn, x, memory=None, causal=False) -> torch.Tensor:
@@ -93,7 +87,7 @@ def test_clip_maps_images_and_the_tokens_the_text_tower_pools(clip, tmp_path):
         for name in ("rollout", "last"):
             grid = torch.tensor(r[name])
             assert grid.shape == (4, 4) and abs(grid.sum().item() - 1) < 1e-4
-    model = ImageTextContrastive.load(checkpoint)
+    model = load_model(checkpoint, expect=CLIP)
     assert [r["caption"] for r in captions] == CAPTIONS
     for r in result:
         with Image.open(r["png"]) as png:
@@ -105,12 +99,12 @@ def test_clip_maps_images_and_the_tokens_the_text_tower_pools(clip, tmp_path):
         # the last layer's head-averaged attention row of <eos>, from its q and k projections; the caption
         # alone here, padded in the script's batch
         ids, _ = model.tokenizer.encode_batch([r["caption"]], 32)
-        (attn, x, _), = attention_inputs([model.text.transformer.blocks[-1].attn], lambda: model.text(ids))
+        (attn, x, _), = attention_inputs([model.text.transformer.blocks[-1].attn], lambda ids=ids: model.text(ids))
         torch.testing.assert_close(weights, manual_attention(attn, x, causal=True)[0, -1], atol=1e-5, rtol=1e-4)
 
 
 def test_text_pooling_is_causal_and_reads_each_captions_own_eos(clip):
-    model = ImageTextContrastive.load(clip[0])
+    model = load_model(clip[0], expect=CLIP)
     tokens, lengths = model.tokenizer.encode_batch(CAPTIONS, 32)
     weights = text_pooling_weights(model.text, tokens, lengths)
     short = int(lengths[1])
@@ -125,7 +119,7 @@ def test_speech_alignment_is_the_decoders_cross_attention_over_encoder_frames(as
     result = json.loads(run_script("attention", "--checkpoint", checkpoint, data / "tone.wav", data / "clips",
                                    "--out", tmp_path, "--json").stdout)
     assert [r["input"] for r in result] == [str(data / "tone.wav"), str(data / "clips/chirp.flac")]
-    model = SpeechRecognizer.load(checkpoint)
+    model = load_model(checkpoint, expect=SpeechToText)
     tok = model.tokenizer
     for r, frames in zip(result, (100, 77)):
         with Image.open(r["png"]) as png:
@@ -138,7 +132,7 @@ def test_speech_alignment_is_the_decoders_cross_attention_over_encoder_frames(as
         memory, _ = model.encoder(load_audio(r["input"])[None])
         inputs = torch.tensor([[tok.sos, *tok.encode("".join(r["tokens"][:-1]))]])
         seen = attention_inputs([b.cross for b in model.decoder.transformer.blocks],
-                                lambda: model.decoder(inputs, memory))
+                                lambda inputs=inputs, memory=memory: model.decoder(inputs, memory))
         expected = torch.stack([manual_attention(attn, x, mem)[0] for attn, x, mem in seen]).mean(0)
         assert len(seen) == 2 and expected.shape == alignment.shape
         torch.testing.assert_close(alignment, expected, atol=1e-5, rtol=1e-4)
@@ -146,9 +140,9 @@ def test_speech_alignment_is_the_decoders_cross_attention_over_encoder_frames(as
 
 def test_an_empty_transcript_gives_one_eos_row():
     torch.manual_seed(0)
-    model = SpeechRecognizer(encoder=dict(num_masks=0, max_frames=100, transformer=dict(dim=16, depth=1, num_heads=2)),
-                             decoder=dict(context_length=8, transformer=dict(dim=16, depth=1, num_heads=2)),
-                             tokenizer=CharTokenizer(list("ab")).to_dict()).eval()
+    model = SpeechToText({"encoder": dict(num_masks=0, max_frames=100, transformer=dict(dim=16, depth=1, num_heads=2)),
+                          "decoder": dict(context_length=8, transformer=dict(dim=16, depth=1, num_heads=2))},
+                         CharTokenizer(list("ab"))).eval()
     with torch.no_grad():  # every position predicts <eos>
         model.decoder.transformer.norm.weight.zero_()
         model.decoder.transformer.norm.bias.fill_(1.0)
@@ -161,13 +155,13 @@ def test_an_empty_transcript_gives_one_eos_row():
 def test_wrong_input_kinds_are_refused(clip, asr, tmp_path):
     classifier = save(ImageClassifier(VIT, class_names=["a", "b"]), tmp_path / "classifier.ckpt")
     (clip_checkpoint, images), (asr_checkpoint, audio) = clip, asr
-    cases = [((classifier, images, "--text", "a red star"), f"{classifier}: --text needs an ImageTextContrastive "
-                                                            f"checkpoint; this is an ImageClassifier"),
-             ((asr_checkpoint, audio / "tone.wav", "--text", "a"), "this is a SpeechRecognizer"),
-             ((classifier, audio / "tone.wav"), f"{audio / 'tone.wav'}: an audio file, but an ImageClassifier "
+    cases = [((classifier, images, "--text", "a red star"), f"{classifier}: --text needs a CLIP checkpoint; "
+                                                            f"this is a Classifier"),
+             ((asr_checkpoint, audio / "tone.wav", "--text", "a"), "this is a SpeechToText"),
+             ((classifier, audio / "tone.wav"), f"{audio / 'tone.wav'}: an audio file, but a Classifier "
                                                 f"checkpoint draws attention maps for image inputs"),
-             ((clip_checkpoint, audio / "tone.wav"), "an audio file, but an ImageTextContrastive checkpoint"),
-             ((asr_checkpoint, images / "noise.png"), "an image file, but a SpeechRecognizer checkpoint draws "
+             ((clip_checkpoint, audio / "tone.wav"), "an audio file, but a CLIP checkpoint"),
+             ((asr_checkpoint, images / "noise.png"), "an image file, but a SpeechToText checkpoint draws "
                                                       "attention maps for audio inputs"),
              ((asr_checkpoint, images), f"{images}: no audio files found"),
              ((clip_checkpoint, audio / "clips"), "no image files found")]

@@ -1,10 +1,10 @@
 import pytest
 import torch
 import yaml
+from conftest import ROOT
 from torch.nn.attention.flex_attention import flex_attention
 
 import multimodal.nn.attention as attention
-from conftest import ROOT
 from multimodal.data.audio import SAMPLE_RATE
 from multimodal.data.speech import collate_speech
 from multimodal.nn import MultiHeadAttention, Transformer, TransformerConfig
@@ -90,7 +90,7 @@ def test_each_attention_variant_trains_the_tiny_speech_model(variant):
     torch.manual_seed(0)
     model = SpeechRecognizer(encoder=encoder, decoder=recipe["decoder"], ctc_weight=recipe["ctc_weight"],
                              tokenizer=CharTokenizer.from_texts(texts).to_dict())
-    attn = model.encoder.transformer.blocks[0].attn
+    attn = model.model.encoder.transformer.blocks[0].attn
     assert (attn.window, attn.compress is not None) == (variant.get("window"), "low_rank" in variant)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["lr"])
     losses = []

@@ -5,13 +5,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, run_script
 from PIL import Image
 
-from conftest import ROOT, run_script
 from multimodal.data.classification import MNISTData
 from multimodal.data.images import EvalTransform, load_image, scan_class_folders, train_transform
 from multimodal.errors import InputError
-from multimodal.tasks import ImageClassifier, Task
+from multimodal.loading import load_model
+from multimodal.models import Classifier
+
 
 def test_odd_image_modes_load_as_8bit(tmp_path):
     Image.new("CMYK", (10, 8), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg")
@@ -76,8 +78,8 @@ def test_mnist_split_is_fixed_and_balanced():
 
 
 def test_checkpoint_runs_alone_and_classifies_a_labelled_folder(tiny_classifier, shape_folders):
-    model = Task.load(tiny_classifier)
-    assert isinstance(model, ImageClassifier)
+    model = load_model(tiny_classifier)
+    assert isinstance(model, Classifier) and "lightning" not in type(model).__module__
     assert model.class_names == sorted(p.name for p in (shape_folders / "test").iterdir())
     assert torch.load(tiny_classifier, weights_only=True)["multimodal_task"] == "ImageClassifier"
 
@@ -115,17 +117,17 @@ def test_classify_reports_bad_input_without_traceback(tiny_classifier, tmp_path)
 
 def test_checkpoints_of_another_task_or_format_are_refused(tmp_path):
     torch.save({"multimodal_task": "SpeechRecognizer", "hyper_parameters": {}, "state_dict": {}}, tmp_path / "asr.ckpt")
-    with pytest.raises(InputError, match="asr.ckpt: this is a SpeechRecognizer checkpoint; an ImageClassifier"):
-        ImageClassifier.load(tmp_path / "asr.ckpt")
+    with pytest.raises(InputError, match="asr.ckpt: this is a SpeechToText checkpoint; a Classifier"):
+        load_model(tmp_path / "asr.ckpt", expect=Classifier)
     torch.save({"multimodal_task": "Nope", "hyper_parameters": {}, "state_dict": {}}, tmp_path / "nope.ckpt")
     with pytest.raises(InputError, match="nope.ckpt: unknown task 'Nope'"):
-        Task.load(tmp_path / "nope.ckpt")
+        load_model(tmp_path / "nope.ckpt")
     torch.save({"state_dict": {}}, tmp_path / "plain.ckpt")
-    with pytest.raises(InputError, match="not a multimodal checkpoint"):
-        Task.load(tmp_path / "plain.ckpt")
+    with pytest.raises(InputError, match="not a model this library knows"):
+        load_model(tmp_path / "plain.ckpt")
     torch.save({"evil": Path("x")}, tmp_path / "pickle.ckpt")  # needs full unpickling: refused
-    with pytest.raises(InputError, match="not a loadable checkpoint"):
-        Task.load(tmp_path / "pickle.ckpt")
+    with pytest.raises(InputError, match="not a readable weights file"):
+        load_model(tmp_path / "pickle.ckpt")
 
 
 def test_attention_script_draws_maps_for_a_classifier(tiny_classifier, shape_folders, tmp_path):

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import ROOT, run_main, run_script
+
 from multimodal.tasks.losses import clip_loss, siglip_loss  # imports only torch: spawned DDP workers import this file
 
 COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "gray"]
@@ -119,7 +119,7 @@ def test_two_ddp_processes_equal_one_process_with_the_whole_batch(kind, ddp_resu
 # --- retrieval metrics ----------------------------------------------------------------------------
 
 def test_recall_on_a_hand_made_similarity_matrix():
-    from multimodal.tasks.contrastive import recall_at_k
+    from multimodal.metrics import recall_at_k
     # 3 images; texts 0, 1 -> image 0 (two captions), text 2 -> image 1, text 3 -> image 2
     sim = torch.tensor([[0.9, 0.1, 0.2],    # text 0: own image first
                         [0.1, 0.8, 0.3],    # text 1: own image (0) last
@@ -258,7 +258,7 @@ def test_make_data_holds_pairs_out_of_training_and_groups_the_relations(trained)
     held = sorted(d.name for d in (data / "zero_shot/held_out").iterdir())
     assert held == sorted(f"{c}_{s}" for c, s in HELD_OUT_PAIRS)
     assert len(list((data / "zero_shot/train_pairs").iterdir())) == 42
-    from multimodal.data.pairs import INVERSE
+    from multimodal.data.shapes import INVERSE
     groups = {}
     for row in map(json.loads, (data / "train.jsonl").read_text().splitlines()):
         scene = re.fullmatch(r"a (\w+ \w+) (left of|right of|above|below) a (\w+ \w+)", row["caption"])
@@ -320,11 +320,11 @@ def test_make_data_refuses_sizes_the_shapes_world_cannot_give(tmp_path, option, 
 
 
 def test_checkpoint_loads_alone_with_weights_only(trained):
-    from multimodal.tasks import ImageTextContrastive
+    from multimodal import CLIP, load_model
     ckpt, _ = trained
     raw = torch.load(ckpt, weights_only=True, map_location="cpu")
     assert raw["hyper_parameters"]["tokenizer"]["type"] == "bpe"
-    model = ImageTextContrastive.load(ckpt)
+    model = load_model(ckpt, expect=CLIP)
     emb = model.encode_text(["a red star", "a small blue circle left of a gray cross"])
     assert emb.shape == (2, 64) and torch.allclose(emb.norm(dim=-1), torch.ones(2))
 
@@ -361,8 +361,8 @@ def test_train_reports_a_missing_data_file_without_traceback(tmp_path):
 
 
 def test_text_longer_than_the_context_is_cut_with_a_warning(trained):
-    from multimodal.tasks import ImageTextContrastive
-    model = ImageTextContrastive.load(trained[0])
+    from multimodal import load_model
+    model = load_model(trained[0])
     with pytest.warns(UserWarning, match="cut to the context length 32"):
         emb = model.encode_text(["a small red star left of a large blue circle" * 10])
     assert emb.shape == (1, 64)
@@ -431,7 +431,7 @@ def test_index_from_another_checkpoint_and_bad_pairs_are_refused(trained, tmp_pa
     assert run_main("retrieve", "index", "--checkpoint", ckpt, "--images", data / "zero_shot/held_out", "--out", index)[0] == 0
     other = tmp_path / "other.ckpt"
     raw = torch.load(ckpt, weights_only=True, map_location="cpu")
-    raw["state_dict"]["logit_scale"] += 0.5
+    raw["state_dict"]["model.logit_scale"] += 0.5
     torch.save(raw, other)
     rc, _, err = run_main("retrieve", "query", "--checkpoint", other, "--index", index, "--text", "a red star")
     assert rc == 2 and f"error: {index}: this index was built with another checkpoint" in err
@@ -454,14 +454,13 @@ def test_image_tower_from_a_classifier_checkpoint_locked(tmp_path):
     classifier = ImageClassifier(vit, class_names=["a", "b"], mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.4))
     ckpt = tmp_path / "classifier.ckpt"
     torch.save({"multimodal_task": "ImageClassifier", "hyper_parameters": dict(classifier.hparams),
-                "state_dict": classifier.state_dict()}, ckpt)
+                "multimodal_model": classifier.model.describe(), "state_dict": classifier.state_dict()}, ckpt)
     write_shape_pairs(tmp_path / "pairs", train_size=8, test_size=4, retrieval_size=1, zero_shot_per_class=0,
                       image_size=32, quiet=True)
     other_vit = {"image_size": 32, "patch_size": 16, "transformer": {"dim": 16, "depth": 1, "num_heads": 1}}
     text = {"context_length": 32, "transformer": {"dim": 16, "depth": 1, "num_heads": 1}}
     model = ImageTextContrastive(other_vit, text, embed_dim=16, tokenizer_vocab_size=300, loss="siglip",
                                  init_image_tower_from=str(ckpt), lock_image_tower=True, lr=0.01)
-    assert model.scale().item() == pytest.approx(10.0) and model.logit_bias.item() == -10.0  # SigLIP's init
     trainer = L.Trainer(fast_dev_run=2, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
     data = PairsData(str(tmp_path / "pairs/train.jsonl"), str(tmp_path / "pairs/test.jsonl"), image_size=32, batch_size=4)
@@ -469,21 +468,27 @@ def test_image_tower_from_a_classifier_checkpoint_locked(tmp_path):
     snapshots = {}
 
     def _remember():
-        snapshots["projection"] = model.image_projection.weight.detach().clone()
+        snapshots["projection"] = model.model.image_projection.weight.detach().clone()
+        snapshots["init"] = model.model.scale().item(), model.model.logit_bias.item()
     trainer.fit(model, data)
-    assert model.vit.cfg.transformer.dim == 32 and model.hparams["vit"]["patch_size"] == 8
-    for name, value in classifier.vit.state_dict().items():
-        torch.testing.assert_close(model.vit.state_dict()[name], value)  # copied, and unchanged by training
-    assert not any(p.requires_grad for p in model.vit.parameters()) and not model.vit.training
-    assert not torch.equal(model.image_projection.weight, snapshots["projection"])  # the rest trains
-    torch.testing.assert_close(model.mean.flatten(), torch.tensor([0.4, 0.5, 0.6]))
+    assert snapshots["init"] == (pytest.approx(10.0), -10.0)  # SigLIP's init
+    clip = model.model
+    assert clip.vit.cfg.transformer.dim == 32 and model.hparams["vit"]["patch_size"] == 8
+    for name, value in classifier.model.vit.state_dict().items():
+        torch.testing.assert_close(clip.vit.state_dict()[name], value)  # copied, and unchanged by training
+    assert not any(p.requires_grad for p in clip.vit.parameters()) and not clip.vit.training
+    assert not torch.equal(clip.image_projection.weight, snapshots["projection"])  # the rest trains
+    torch.testing.assert_close(clip.mean.flatten(), torch.tensor([0.4, 0.5, 0.6]))
     assert tuple(model.hparams["mean"]) == (0.4, 0.5, 0.6) and tuple(model.hparams["std"]) == (0.2, 0.3, 0.4)
 
 
 def test_clip_temperature_starts_at_one_over_0_07_and_is_clamped_at_100():
     from multimodal.tasks import ImageTextContrastive
+    from multimodal.tokenizers import CharTokenizer
     vit = {"image_size": 16, "patch_size": 8, "transformer": {"dim": 16, "depth": 1, "num_heads": 1}}
-    model = ImageTextContrastive(vit, {"transformer": {"dim": 16, "depth": 1, "num_heads": 1}}, embed_dim=8)
+    task = ImageTextContrastive(vit, {"transformer": {"dim": 16, "depth": 1, "num_heads": 1}}, embed_dim=8)
+    task.use_tokenizer(CharTokenizer(list("abc")))
+    model = task.model
     assert model.scale().item() == pytest.approx(1 / 0.07, rel=1e-5) and model.logit_bias is None
     with torch.no_grad():
         model.logit_scale.fill_(math.log(1000.0))

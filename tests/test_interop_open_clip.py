@@ -1,4 +1,4 @@
-"""OpenCLIP ViT checkpoints -> ImageTextContrastive: parity on small random reference models."""
+"""OpenCLIP ViT checkpoints -> CLIP: parity on small random reference models."""
 
 import pytest
 import torch
@@ -9,8 +9,9 @@ open_clip = pytest.importorskip("open_clip")
 from safetensors.torch import save_file  # noqa: E402
 
 from multimodal.errors import InputError  # noqa: E402
-from multimodal.interop.open_clip import OPENAI_MEAN, OPENAI_STD, CLIPTokenizer, load_open_clip, logits  # noqa: E402
-from multimodal.tasks import ImageTextContrastive  # noqa: E402
+from multimodal.interop.open_clip import OPENAI_MEAN, OPENAI_STD, load_open_clip, logits  # noqa: E402
+from multimodal.models import CLIP  # noqa: E402
+from multimodal.tokenizers import CLIPTokenizer  # noqa: E402
 
 TEXTS = ["a red circle", "a small green star left of a large blue square", "Two cats!"]
 
@@ -50,7 +51,7 @@ def test_open_clip_embeddings_and_logits_match(quick_gelu, suffix, tmp_path):
     else:  # as open_clip's training saves it: {"epoch", "state_dict": {"module." + key}} from DDP
         torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
     model = load_open_clip(path, activation="quick_gelu" if quick_gelu else "gelu", text_heads=2, vision_heads=2)
-    assert isinstance(model, ImageTextContrastive)
+    assert isinstance(model, CLIP)
     check_parity(reference, model, 32, 20)
 
 

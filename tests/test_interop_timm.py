@@ -5,7 +5,7 @@ from safetensors.torch import save_file
 
 from multimodal.errors import InputError
 from multimodal.interop.timm import load_timm_vit
-from multimodal.tasks import ImageClassifier, Task
+from multimodal.models import Classifier
 
 torch.manual_seed(0)
 
@@ -32,7 +32,7 @@ def test_timm_vit_logits_and_features_match(reference, suffix, tmp_path):
     images = torch.rand(2, 3, size, size)
     with torch.no_grad():
         expected_features = reference.forward_features((images - 0.5) / 0.5)
-        expected = reference(((images - 0.5) / 0.5))
+        expected = reference((images - 0.5) / 0.5)
         features = ours.vit.forward_tokens((images - ours.mean) / ours.std)
         logits = ours(images)
     assert (features - expected_features).abs().max() <= 1e-4
@@ -44,7 +44,7 @@ def test_converted_model_takes_class_names(tmp_path):
     reference = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=3)
     torch.save(reference.state_dict(), tmp_path / "vit.pth")
     model = load_timm_vit(tmp_path / "vit.pth", class_names=["cat", "dog", "fox"])
-    assert model.class_names == ["cat", "dog", "fox"] and isinstance(model, ImageClassifier)
+    assert model.class_names == ["cat", "dog", "fox"] and isinstance(model, Classifier)
     assert model(torch.rand(1, 3, 224, 224)).shape == (1, 3)
 
 

@@ -1,4 +1,4 @@
-"""Whisper (OpenAI and Hugging Face formats) -> SpeechRecognizer: parity on tiny random reference models."""
+"""Whisper (OpenAI and Hugging Face formats) -> SpeechToText: parity on tiny random reference models."""
 
 import pytest
 import torch
@@ -14,8 +14,9 @@ from multimodal.data.speech_synth import SYNTH_RATE, synthesize, variants  # noq
 from multimodal.encoders.audio import LogMel  # noqa: E402
 from multimodal.encoders.text import TextDecoder, greedy_decode  # noqa: E402
 from multimodal.errors import InputError  # noqa: E402
-from multimodal.interop.whisper import WhisperTokenizer, load_whisper  # noqa: E402
-from multimodal.tasks import SpeechRecognizer  # noqa: E402
+from multimodal.interop.whisper import load_whisper  # noqa: E402
+from multimodal.models import SpeechToText  # noqa: E402
+from multimodal.tokenizers import WhisperTokenizer  # noqa: E402
 
 DIM, HEADS, LAYERS, VOCAB = 64, 2, 2, 51865
 
@@ -88,7 +89,7 @@ def test_whisper_encoder_logits_and_greedy_tokens_match(fmt, suffix, clip_mel, t
     path = tmp_path / f"whisper{suffix}"
     save(reference.state_dict(), path)
     model = load_whisper(path, num_heads=HEADS)
-    assert isinstance(model, SpeechRecognizer)
+    assert isinstance(model, SpeechToText)
     mel = clip_mel[2][None]  # Whisper's own log-mel of the clip, (1, 80, 3000)
     prompt = model.tokenizer.prompt
     tokens = torch.tensor([prompt + model.tokenizer.encode(" seven three")])
@@ -115,10 +116,10 @@ def test_transcribe_runs_on_a_converted_checkpoint(clip_mel, tmp_path):
     save(openai_reference().state_dict(), tmp_path / "tiny.pt")
     model = load_whisper(tmp_path / "tiny.pt", num_heads=HEADS)
     audio = clip_mel[0]
-    model.decoder_cfg.context_length = 12  # a short context: random weights never say <|endoftext|>
+    model.config.decoder.context_length = 12  # a short context: random weights never say <|endoftext|>
     model.decoder.cfg.context_length = 12
-    (text,) = model.transcribe(audio[None])
-    (beam,) = model.transcribe(audio[None], beam_size=2)
+    text = model.transcribe(audio).text
+    beam = model.transcribe(audio, beam_size=2).text
     assert isinstance(text, str) and isinstance(beam, str)
     from multimodal.inference.transcribe import transcribe_waveforms
     (result,) = transcribe_waveforms(model, [audio], ["clip"], quiet=True)

@@ -6,11 +6,10 @@ import os
 import pytest
 import torch
 import yaml
+from conftest import ROOT, run_script
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.demos.boring_classes import BoringModel
-
-from conftest import ROOT, run_script
 
 CONFIGS = sorted(ROOT.glob("configs/**/*.yaml"))
 

@@ -4,9 +4,24 @@ import re
 import numpy as np
 import pytest
 
-from multimodal.data.shapes import (COLORS, DIGIT_WORDS, HELD_OUT_PAIRS, RELATIONS, SHAPES, SIZES, Scene, ShapeObject,
-                                    caption, digit_sentence, render, sample_object, sample_scene, shape_classes,
-                                    single_object_dataset)
+from multimodal.data.shapes import (
+    COLORS,
+    DIGIT_WORDS,
+    HELD_OUT_PAIRS,
+    RELATIONS,
+    SHAPES,
+    SIZES,
+    Scene,
+    ShapeObject,
+    caption,
+    digit_sentence,
+    render,
+    sample_object,
+    sample_scene,
+    shape_classes,
+    single_object_dataset,
+)
+
 
 def _words(words) -> str:
     return "|".join(sorted(words, key=len, reverse=True))

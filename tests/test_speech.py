@@ -9,14 +9,23 @@ import pytest
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
-
 from conftest import ROOT, run_script
+
 from multimodal.data.audio import SAMPLE_RATE, load_audio
-from multimodal.data.speech import (DurationBatchSampler, SpeechDataset, SpeechManifestData, collate_speech,
-                                    read_manifest, speed_perturb)
-from multimodal.errors import InputError
+from multimodal.data.speech import (
+    DurationBatchSampler,
+    SpeechDataset,
+    SpeechManifestData,
+    collate_speech,
+    read_manifest,
+    speed_perturb,
+)
 from multimodal.encoders.text import beam_search, greedy_decode
-from multimodal.inference.transcribe import split_points, transcribe_files, transcribe_waveforms, window_samples
+from multimodal.errors import InputError
+from multimodal.inference.transcribe import transcribe_files, transcribe_waveforms
+from multimodal.loading import load_model
+from multimodal.models import SpeechToText
+from multimodal.models.speech import split_points
 from multimodal.tasks import SpeechRecognizer
 from multimodal.tokenizers import CharTokenizer
 
@@ -70,20 +79,21 @@ def test_tiny_model_overfits_one_batch_and_beam_1_equals_greedy(speech):
         parts["loss"].backward()
         optimizer.step()
         if step >= 20 and step % 5 == 0:
-            hypotheses = model.transcribe(waveforms, lengths, beam_size=1)
+            hypotheses = [model.tokenizer.decode(ids) for ids in model.model.decode(waveforms, lengths, beam_size=1)]
             if hypotheses == texts:
                 break
     assert hypotheses == texts, f"after {step + 1} steps: {hypotheses} != {texts}"
     assert losses[-1] < 0.3 * losses[0]  # CTC + attention loss falls
-    assert model.transcribe(waveforms, lengths, beam_size=3) == texts
+    clips = [w[:n] for w, n in zip(waveforms, lengths)]
+    assert [t.text for t in model.model.transcribe(clips, beam_size=3)] == texts  # the public API
     # beam search with one beam == greedy, on the trained model and on an untrained one (long, odd outputs)
-    for m in (model.eval(), tiny_model(CharTokenizer.from_texts(texts)).eval()):
+    for m in (model.model.eval(), tiny_model(CharTokenizer.from_texts(texts)).model.eval()):
         with torch.no_grad():
             memory, mask = m.encode(waveforms, lengths)
         tok = m.tokenizer
         greedy = greedy_decode(m.decoder, memory, mask, tok.sos, tok.eos, 64)
         assert beam_search(m.decoder, memory, mask, tok.sos, tok.eos, 1, 64) == greedy
-        assert m.transcribe(waveforms, lengths) == [tok.decode(ids) for ids in greedy]
+        assert m.decode(waveforms, lengths) == greedy
 
 
 def write_manifest(folder, lines, name="m.jsonl"):
@@ -153,8 +163,8 @@ def test_speed_perturbation_and_duration_buckets():
 
 def test_long_audio_is_split_or_refused(speech):
     texts = [json.loads(line)["text"] for line in (speech / "train.jsonl").read_text().splitlines()]
-    model = tiny_model(CharTokenizer.from_texts(texts), max_frames=50, context_length=8).eval()  # a 0.99 s window
-    window = window_samples(model)
+    model = tiny_model(CharTokenizer.from_texts(texts), max_frames=50, context_length=8).model.eval()  # 0.99 s
+    window = model.encoder.window_samples
     long = torch.cat([load_audio(speech / f"clips/train_0000{i}.wav") for i in range(3)])  # about 5 s
     points = split_points(long, window)
     assert points[0] == 0 and points[-1] == len(long)
@@ -172,7 +182,8 @@ def test_train_then_transcribe_end_to_end(speech, tmp_path, capsys):
     run_script("train", "fit", "--config", ROOT / "configs/tiny/asr_tiny.yaml", "--trainer.max_epochs", 1,
                "--trainer.limit_val_batches", 0, "--trainer.enable_progress_bar", "false", cwd=tmp_path)
     checkpoint = tmp_path / "runs/tiny_asr/checkpoints/last.ckpt"
-    model = SpeechRecognizer.load(checkpoint)  # weights_only; the tokenizer travels in the checkpoint
+    model = load_model(checkpoint)  # weights_only; the tokenizer travels in the checkpoint
+    assert isinstance(model, SpeechToText)
     assert model.tokenizer.to_dict()["chars"] == sorted(set("".join(
         json.loads(line)["text"] for line in (speech / "train.jsonl").read_text().splitlines())))
 
@@ -195,12 +206,12 @@ def test_train_then_transcribe_end_to_end(speech, tmp_path, capsys):
     # another task's checkpoint, and a missing file, are refused clearly
     other = tmp_path / "other.ckpt"
     torch.save({"multimodal_task": "ImageClassifier", "hyper_parameters": {}, "state_dict": {}}, other)
-    with pytest.raises(InputError, match="this is an ImageClassifier checkpoint; a SpeechRecognizer checkpoint"):
-        SpeechRecognizer.load(other)
+    with pytest.raises(InputError, match="this is a Classifier checkpoint; a SpeechToText is needed"):
+        load_model(other, expect=SpeechToText)
     with pytest.raises(InputError, match="missing.wav: no such audio file"):
         transcribe_files(model, [tmp_path / "missing.wav"])
     assert transcribe_script.main(["--checkpoint", str(other), str(clips[0])]) == 2
-    assert "other.ckpt: this is an ImageClassifier checkpoint" in capsys.readouterr().err
+    assert "other.ckpt: this is a Classifier checkpoint" in capsys.readouterr().err
 
 
 def test_configure_model_builds_tokenizer_and_refuses_clips_beyond_the_window(speech):
@@ -219,7 +230,7 @@ def test_configure_model_builds_tokenizer_and_refuses_clips_beyond_the_window(sp
     model = configured(300)
     assert model.tokenizer.decode(model.tokenizer.encode(texts[0])) == texts[0]
     assert model.hparams["tokenizer"] == CharTokenizer.from_texts(texts).to_dict()
-    assert model.hparams["decoder"]["vocab_size"] == model.decoder.token_embedding.num_embeddings
+    assert model.hparams["decoder"]["vocab_size"] == model.model.decoder.token_embedding.num_embeddings
     with pytest.raises(InputError, match=r"train.jsonl:\d+: audio .* lasts .* longer than the encoder's 1.0 s window"):
         configured(50)
     with pytest.raises(InputError, match="unknown characters"):

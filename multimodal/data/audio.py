@@ -14,9 +14,9 @@ import torchaudio.functional as AF
 from torch import Tensor
 
 from multimodal.data import find_files
+from multimodal.encoders.audio import SAMPLE_RATE  # the encoder's rate; read from here too
 from multimodal.errors import InputError
 
-SAMPLE_RATE = 16_000
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 MIN_SECONDS = 0.1
 SILENCE = 1e-4  # peak amplitude below which a clip holds nothing to transcribe

@@ -11,6 +11,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from multimodal.data.images import EvalTransform, ImageDataset, scan_class_folders, train_transform
+from multimodal.data.shapes import shape_classes, single_object_dataset
 
 
 class ImageClassificationData(L.LightningDataModule):
@@ -115,7 +116,6 @@ class ShapesData(ImageClassificationData):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        from multimodal.data.shapes import shape_classes, single_object_dataset
         self.class_names = shape_classes(self.target)
         train = single_object_dataset(self.train_size, self.seed, "train", self.target, self.image_size)
         test = single_object_dataset(self.test_size, self.seed + 1, "test", self.target, self.image_size)

@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -17,19 +16,35 @@ from multimodal.data import find_files
 from multimodal.errors import InputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+IMAGE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError)  # what PIL raises for a file it cannot decode
 
 
-def load_image(path: str | Path, channels: int = 3) -> Image.Image:
-    """Open an image as 8-bit RGB (channels=3) or gray (channels=1), or raise InputError naming it."""
+def check_image(path: str | Path, load: bool = False) -> Image.Image:
+    """The image file opened by PIL, checked: every pixel decoded (``load``; the image returned holds them) or
+    only the file's structure (``Image.verify``, faster; the image returned is closed). InputError naming the
+    path for a missing or empty file; PIL's own error, one of IMAGE_ERRORS, for one it cannot decode, for the
+    caller to word."""
     path = Path(path)
     if not path.is_file():
         raise InputError("no such image file", path)
     if path.stat().st_size == 0:
         raise InputError("empty file (0 bytes), not an image", path)
-    try:
-        with Image.open(path) as image:
+    with Image.open(path) as image:
+        if load:
             image.load()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        else:
+            image.verify()
+    return image
+
+
+def load_image(path: str | Path, channels: int = 3) -> Image.Image:
+    """Open an image as 8-bit RGB (channels=3) or gray (channels=1), or raise InputError naming it."""
+    path = Path(path)
+    try:
+        image = check_image(path, load=True)
+    except InputError:  # a ValueError too: already worded
+        raise
+    except IMAGE_ERRORS as e:
         raise InputError(f"not a readable image ({e})", path) from None
     return to_8bit(image).convert("RGB" if channels == 3 else "L")
 
@@ -100,17 +115,53 @@ def find_images(root: str | Path) -> list[Path]:
     return find_files(root, IMAGE_SUFFIXES)
 
 
+def subfolders(folder: Path) -> list[Path]:
+    """A folder's sub-folders, sorted, hidden ones (".name") left out; [] for a file."""
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")) if folder.is_dir() else []
+
+
+def collect_images(inputs: Sequence[str | Path], classes: Sequence[str],
+                   folder_class: Callable[[str], str] = lambda name: name,
+                   ) -> tuple[list[Path], list[int | None], list[str]]:
+    """Image files and folders -> (image paths, labels, the input each came from). A folder whose sub-folders
+    all name classes (``folder_class`` reads a folder name as a class) is labelled: its images are labelled
+    by their sub-folder's class; any other folder or file is not (labels None). A file named in ``inputs`` is
+    kept whatever its suffix, to be tried. InputError for a missing input or when no image is found."""
+    items = [Path(p) for p in inputs]
+    for item in items:
+        if not item.exists():
+            raise InputError("no such file or folder", item)
+    paths, labels, sources = [], [], []
+    for item in items:
+        dirs = subfolders(item)
+        if dirs and all(folder_class(d.name) in classes for d in dirs):
+            for d in dirs:
+                found = find_images(d)
+                if not found:
+                    warnings.warn(f"class folder {d} has no images")
+                paths += found
+                labels += [classes.index(folder_class(d.name))] * len(found)
+                sources += [str(item)] * len(found)
+        else:
+            found = find_images(item)
+            if item.is_file() and item.suffix.lower() not in IMAGE_SUFFIXES:
+                found = [item]  # the user named it: try it, and say clearly if it is not an image
+            paths += found
+            labels += [None] * len(found)
+            sources += [str(item)] * len(found)
+    if not paths:
+        raise InputError("no image files found", ", ".join(map(str, inputs)))
+    return paths, labels, sources
+
+
 def readable(paths: Sequence[Path], what: str) -> list[Path]:
     """Keep the images PIL can decode; warn once with how many were skipped and which."""
     good, bad = [], []
     for path in paths:
         try:
-            if path.stat().st_size == 0:
-                raise InputError("empty file", path)
-            with Image.open(path) as image:
-                image.verify()
+            check_image(path)
             good.append(path)
-        except (InputError, UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        except (InputError, *IMAGE_ERRORS) as e:
             bad.append(f"{path} ({type(e).__name__})")
     if bad:
         warnings.warn(f"skipped {len(bad)} unreadable image(s) in {what}: {', '.join(bad[:5])}"
@@ -127,7 +178,7 @@ def scan_class_folders(root: str | Path, require_every_class: bool = True) -> tu
     root = Path(root)
     if not root.is_dir():
         raise InputError("no such folder", root)
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    class_dirs = subfolders(root)
     if not class_dirs:
         raise InputError("no class sub-folders (expected ROOT/CLASS_NAME/image files)", root)
     classes, paths, labels, empty = [], [], [], []

@@ -21,11 +21,23 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import lightning as L
-from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from multimodal.data.images import EvalTransform, load_image, train_transform
+from multimodal.data.images import IMAGE_ERRORS, EvalTransform, check_image, load_image, train_transform
+from multimodal.data.shapes import (
+    ACHROMATIC,
+    COLORS,
+    HELD_OUT_PAIRS,
+    RELATIONS,
+    SHAPES,
+    Scene,
+    render,
+    sample_object,
+    sample_scene,
+    scene_captions,
+    shape_classes,
+)
 from multimodal.errors import InputError
 
 COLUMNS = ("image", "caption")
@@ -77,14 +89,11 @@ def _rows(path: Path):
 
 def _check_image(path: Path) -> str | None:
     """None if PIL can decode the image, else the reason."""
-    if not path.is_file():
-        return f"no such image file {path}"
-    if path.stat().st_size == 0:
-        return f"empty image file {path}"
     try:
-        with Image.open(path) as image:
-            image.verify()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        check_image(path)
+    except InputError as e:  # missing or empty
+        return f"{e.reason} {path}"
+    except IMAGE_ERRORS as e:
         return f"unreadable image {path} ({type(e).__name__})"
     return None
 
@@ -232,22 +241,6 @@ class PairsData(L.LightningDataModule):
 
 # --- the shapes world as pairs files --------------------------------------------------------------
 
-INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
-
-
-def scene_captions(scene, color: bool = True) -> list[str]:
-    """Every caption of the grammar that describes the scene: with and without the size for one object,
-    both orders ("a A left of a B" = "a B right of a A") for two. `color=False` leaves the colours out, for a
-    grayscale image."""
-    def name(o) -> str:
-        return f"{o.color} {o.shape}" if color else o.shape
-    if len(scene.objects) == 1:
-        (o,) = scene.objects
-        return [f"a {name(o)}", f"a {o.size} {name(o)}"]
-    a, b = scene.objects
-    return [f"a {name(a)} {scene.relation} a {name(b)}", f"a {name(b)} {INVERSE[scene.relation]} a {name(a)}"]
-
-
 def write_shape_pairs(out: str | Path, train_size: int = 10000, test_size: int = 1000, seed: int = 0,
                       image_size: int = 64, zero_shot_per_class: int = 20, retrieval_size: int = 1000,
                       gray_fraction: float = 0.25, quiet: bool = False) -> dict[str, int]:
@@ -262,12 +255,9 @@ def write_shape_pairs(out: str | Path, train_size: int = 10000, test_size: int =
     (single-object test images) with out/zero_shot/color_shape_classes.txt (the 48 classes).
     Each image has all the captions that describe it. Returns the number of images of each part.
     """
+    from PIL import ImageOps
     from tqdm import tqdm
 
-    from PIL import ImageOps
-
-    from multimodal.data.shapes import (ACHROMATIC, COLORS, HELD_OUT_PAIRS, RELATIONS, SHAPES, Scene, render,
-                                        sample_object, sample_scene, shape_classes)
 
     objects = len(COLORS) * len(SHAPES)
     distinct_scenes = objects * (objects - 1) * len(RELATIONS) // 2  # "a left of b" is "b right of a"

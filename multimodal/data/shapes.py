@@ -28,6 +28,7 @@ ACHROMATIC = frozenset({"white", "gray"})
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross")
 SIZES = ("small", "large")
 RELATIONS = ("left of", "right of", "above", "below")
+INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SPLITS = ("train", "test")
 
@@ -89,13 +90,25 @@ def sample_scene(rng: random.Random, num_objects: int, split: str) -> Scene:
     return Scene((replace(first, size="small"), replace(second, size="small")), rng.choice(RELATIONS))
 
 
-def caption(scene: Scene, rng: random.Random) -> str:
-    """The scene in words; a single object's size is named half the time."""
+def scene_captions(scene: Scene, color: bool = True) -> list[str]:
+    """Every caption of the grammar that describes the scene: with and without the size for one object,
+    both orders ("a A left of a B" = "a B right of a A") for two. `color=False` leaves the colours out, for a
+    grayscale image."""
+    def name(o: ShapeObject) -> str:
+        return f"{o.color} {o.shape}" if color else o.shape
     if len(scene.objects) == 1:
         (o,) = scene.objects
-        return f"a {o.size} {o.color} {o.shape}" if rng.random() < 0.5 else f"a {o.color} {o.shape}"
+        return [f"a {name(o)}", f"a {o.size} {name(o)}"]
     a, b = scene.objects
-    return f"a {a.color} {a.shape} {scene.relation} a {b.color} {b.shape}"
+    return [f"a {name(a)} {scene.relation} a {name(b)}", f"a {name(b)} {INVERSE[scene.relation]} a {name(a)}"]
+
+
+def caption(scene: Scene, rng: random.Random) -> str:
+    """The scene in words, scene_captions' first; a single object's size is named half the time."""
+    captions = scene_captions(scene)
+    if len(scene.objects) == 1 and rng.random() < 0.5:
+        return captions[1]  # "a {size} {color} {shape}"
+    return captions[0]
 
 
 def _outline(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:

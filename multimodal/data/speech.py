@@ -17,12 +17,12 @@ from pathlib import Path
 
 import lightning as L
 import soundfile as sf
-import torch
 import torchaudio.functional as AF
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from multimodal.data.audio import MIN_SECONDS, SAMPLE_RATE, load_audio
+from multimodal.encoders.audio import pad_waveforms
 from multimodal.errors import InputError
 
 
@@ -140,11 +140,7 @@ class SpeechDataset(Dataset):
 
 def collate_speech(items: list[tuple[Tensor, str]]) -> tuple[Tensor, Tensor, list[str]]:
     """-> waveforms (B, T) zero-padded, lengths (B,), texts."""
-    lengths = torch.tensor([w.shape[0] for w, _ in items])
-    waveforms = torch.zeros(len(items), int(lengths.max()))
-    for row, (w, _) in enumerate(items):
-        waveforms[row, :w.shape[0]] = w
-    return waveforms, lengths, [t for _, t in items]
+    return *pad_waveforms([w for w, _ in items]), [t for _, t in items]
 
 
 class DurationBatchSampler(Sampler[list[int]]):

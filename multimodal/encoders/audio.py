@@ -10,6 +10,7 @@ import torch.nn.functional as F
 import torchaudio
 from torch import Tensor, nn
 
+from multimodal.config import as_config
 from multimodal.nn import Transformer, TransformerConfig, sinusoids
 
 SAMPLE_RATE, N_FFT, HOP_LENGTH = 16_000, 400, 160  # 25 ms windows every 10 ms, as in Whisper
@@ -17,6 +18,15 @@ SAMPLE_RATE, N_FFT, HOP_LENGTH = 16_000, 400, 160  # 25 ms windows every 10 ms, 
 
 def length_mask(lengths: Tensor, size: int) -> Tensor:  # (B,) -> (B, size) bool, True = inside the sequence
     return torch.arange(size, device=lengths.device) < lengths[:, None]
+
+
+def pad_waveforms(waveforms: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """(T_i,) waveforms -> (B, max T) zero-padded and (B,) lengths: the encoder's batch."""
+    lengths = torch.tensor([w.shape[0] for w in waveforms])
+    batch = torch.zeros(len(waveforms), int(lengths.max()))
+    for row, w in enumerate(waveforms):
+        batch[row, :w.shape[0]] = w
+    return batch, lengths
 
 
 class LogMel(nn.Module):
@@ -61,8 +71,7 @@ class AudioEncoderConfig:
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
 
     def __post_init__(self):
-        if isinstance(self.transformer, dict):
-            self.transformer = TransformerConfig(**self.transformer)
+        self.transformer = as_config(TransformerConfig, self.transformer)
 
 
 class AudioEncoder(nn.Module):
@@ -105,6 +114,11 @@ class AudioEncoder(nn.Module):
         # without lengths there is no padding: no mask lets SDPA pick the flash kernel
         x = self.transformer(x + self.positions[:S], key_padding_mask=None if frame_lengths is None else mask)
         return x, mask
+
+    @property
+    def window_samples(self) -> int:
+        """The most samples it takes at once: (2 * max_frames - 1) mel frames."""
+        return (2 * self.cfg.max_frames - 1) * HOP_LENGTH
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.transformer.set_grad_checkpointing(enable)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from multimodal.config import as_config
 from multimodal.nn import KVCache, Transformer, TransformerConfig
 
 
@@ -26,8 +27,7 @@ class TextConfig:
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
 
     def __post_init__(self):
-        if isinstance(self.transformer, dict):
-            self.transformer = TransformerConfig(**self.transformer)
+        self.transformer = as_config(TransformerConfig, self.transformer)
 
 
 class TextTransformer(nn.Module):

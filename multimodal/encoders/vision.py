@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from multimodal.config import as_config
 from multimodal.nn import Transformer, TransformerConfig, resize_grid_positions
 
 
@@ -21,8 +22,7 @@ class ViTConfig:
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
 
     def __post_init__(self):
-        if isinstance(self.transformer, dict):
-            self.transformer = TransformerConfig(**self.transformer)
+        self.transformer = as_config(TransformerConfig, self.transformer)
         if self.pool not in ("cls", "mean"):
             raise ValueError(f"pool must be 'cls' or 'mean', got {self.pool!r}")
         if self.image_size % self.patch_size:

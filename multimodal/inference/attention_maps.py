@@ -17,8 +17,8 @@ from torch import Tensor
 from multimodal.encoders import ViT
 from multimodal.encoders.audio import HOP_LENGTH, SAMPLE_RATE
 from multimodal.encoders.text import TextEncoder, greedy_decode
+from multimodal.models import SpeechToText
 from multimodal.nn import record_attention
-from multimodal.tasks import SpeechRecognizer
 from multimodal.tokenizers import Tokenizer
 
 
@@ -102,13 +102,13 @@ class SpeechAttention:
 
 
 @torch.no_grad()
-def speech_attention(model: SpeechRecognizer, waveform: Tensor) -> SpeechAttention:
+def speech_attention(model: SpeechToText, waveform: Tensor) -> SpeechAttention:
     """Decode one (samples,) clip greedily, then run the decoder once over its start prompt + the transcript
     with the weights recorded. Row i of the alignment is where the decoder looked when it predicted token i,
     averaged over heads and over all decoder layers: alignment is spread over the layers of
     a deep decoder, and the average shows it without choosing one. Only the ``.cross`` layers are read;
     the ``.attn`` ones are the decoder's self-attention over its own tokens."""
-    tok, context = model.tokenizer, model.decoder_cfg.context_length
+    tok, context = model.tokenizer, model.config.decoder.context_length
     mel, _ = model.encoder.log_mel(waveform[None].to(model.device))  # (1, n_mels, F)
     memory, mask = model.encoder.forward_features(mel)
     ids = greedy_decode(model.decoder, memory, mask, tok.sos, tok.eos, context)[0]

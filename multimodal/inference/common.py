@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import TypeVar
 
 import torch
+from torch import Tensor
 
 from multimodal.errors import InputError
+from multimodal.models.base import ImagePreprocess
 
 T = TypeVar("T")
 
@@ -34,14 +36,6 @@ def script_main(main: Callable[..., int | None]) -> Callable[..., int]:
     return wrapper
 
 
-def load_checkpoint(path: str | Path, task_class: type[T]) -> T:
-    """The model a script runs: anything ``load_pretrained`` reads (CHECKPOINT_HELP), refused with a clear
-    message when it is another task's ("this is a X; a Y is needed here")."""
-    from multimodal.interop.pretrained import load_pretrained  # imports Lightning: only scripts that load a model
-
-    return load_pretrained(path, task_class)
-
-
 def device(name: str | None = None) -> torch.device:
     return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
 
@@ -53,6 +47,24 @@ def batches(items: Sequence[T], size: int, desc: str, quiet: bool = False) -> It
     starts = range(0, len(items), size)
     for start in tqdm(starts, desc=desc, unit="batch", disable=quiet or len(starts) < 2, file=sys.stderr):
         yield items[start:start + size]
+
+
+def image_batches(preprocess: ImagePreprocess, paths: Sequence[Path], batch_size: int, desc: str, quiet: bool,
+                  skipped: list[str]) -> Iterator[tuple[Tensor, list[int]]]:
+    """(B, C, H, W) batches of the readable images among ``paths`` and their indices; why each unreadable one
+    was skipped goes to ``skipped``, and one warning counts them at the end."""
+    for start in batches(range(len(paths)), batch_size, desc, quiet):
+        tensors, kept = [], []
+        for i in start:
+            try:
+                tensors.append(preprocess.image(paths[i]))
+                kept.append(i)
+            except InputError as e:
+                skipped.append(str(e))
+        if tensors:
+            yield torch.stack(tensors), kept
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} unreadable image(s): " + "; ".join(skipped[:5]))
 
 
 def print_json(data) -> None:

@@ -1,4 +1,4 @@
-"""Cross-modal retrieval with an ImageTextContrastive checkpoint: an index of image embeddings, text or image
+"""Cross-modal retrieval with a CLIP: an index of image embeddings, text or image
 queries against it, and recall@k on a pairs file.
 
 An index is one safetensors file: the (N, E) normalised embeddings, and as metadata the image paths and a
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-from multimodal.data.images import find_images
+from multimodal.data.images import find_images, load_image
 from multimodal.data.pairs import read_pairs
 from multimodal.errors import InputError
 from multimodal.inference.zero_shot import embed_images
-from multimodal.tasks.contrastive import recall_at_k
+from multimodal.metrics import recall_at_k
 
 INDEX_FORMAT = "multimodal-retrieval-index/1"
 
@@ -112,8 +112,6 @@ def evaluate(model, pairs_file: str | Path, ks: tuple[int, ...] = (1, 5, 10), ba
 def contact_sheet(result: dict, out: str | Path, thumb: int = 96) -> Path:
     """A PNG row of the top results, each with its rank and score under it."""
     from PIL import Image, ImageDraw
-
-    from multimodal.data.images import load_image
 
     items = result["results"]
     sheet = Image.new("RGB", (max(1, len(items)) * (thumb + 8) + 8, thumb + 40), (255, 255, 255))

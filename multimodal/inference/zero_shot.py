@@ -1,4 +1,4 @@
-"""Zero-shot image classification with an ImageTextContrastive checkpoint: classes named in words.
+"""Zero-shot image classification with a CLIP: classes named in words.
 
 A class's embedding is the normalised mean of the normalised embeddings of its prompts (one per template,
 e.g. "a small {}"). A folder with one sub-folder per class (underscores read as spaces) is labelled, and
@@ -7,18 +7,14 @@ accuracy is reported for it, overall and per folder given.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from multimodal.data.images import IMAGE_SUFFIXES, EvalTransform, find_images, load_image
+from multimodal.data.images import collect_images, subfolders
 from multimodal.errors import InputError
-from multimodal.inference.common import batches
-
-# the shapes world's own phrasing: a class name such as "red star" or "circle" fills the gap
-DEFAULT_TEMPLATES = ("a {}", "a small {}", "a large {}")
+from multimodal.inference.common import image_batches
+from multimodal.models.clip import CLIP, DEFAULT_TEMPLATES
 
 
 def folder_class(name: str) -> str:
@@ -65,65 +61,29 @@ def collect(inputs: list[str | Path], classes: list[str] | None) -> tuple[list[s
     (underscores read as spaces) over all inputs. With ``classes``, a folder whose sub-folders are all
     classes is labelled; any other folder or file is not.
     """
-    items = [Path(p) for p in inputs]
-    for item in items:
-        if not item.exists():
-            raise InputError("no such file or folder", item)
-    subdirs = {item: sorted(d for d in item.iterdir() if d.is_dir() and not d.name.startswith("."))
-               if item.is_dir() else [] for item in items}
     if classes is None:
+        items = [Path(p) for p in inputs]
         for item in items:
-            if not subdirs[item]:
+            if not item.exists():
+                raise InputError("no such file or folder", item)
+        for item in items:
+            if not subfolders(item):
                 raise InputError("no classes given (--classes / --classes-file) and no class sub-folders here", item)
-        names = sorted({folder_class(d.name) for item in items for d in subdirs[item]})
+        names = sorted({folder_class(d.name) for item in items for d in subfolders(item)})
         classes = check_classes(names, ", ".join(map(str, items)))
-    found = []
-    for item in items:
-        dirs = subdirs[item]
-        if dirs and all(folder_class(d.name) in classes for d in dirs):
-            for d in dirs:
-                images = find_images(d)
-                if not images:
-                    warnings.warn(f"class folder {d} has no images")
-                found += [(p, classes.index(folder_class(d.name)), str(item)) for p in images]
-        else:
-            images = find_images(item)
-            if item.is_file() and item.suffix.lower() not in IMAGE_SUFFIXES:
-                images = [item]  # the user named it: try it, and say clearly if it is not an image
-            found += [(p, None, str(item)) for p in images]
-    if not found:
-        raise InputError("no image files found", ", ".join(map(str, items)))
-    return classes, found
+    paths, labels, sources = collect_images(inputs, classes, folder_class)
+    return classes, list(zip(paths, labels, sources))
 
 
 @torch.no_grad()
-def class_embeddings(model, classes: list[str], templates: list[str] | tuple[str, ...] = DEFAULT_TEMPLATES) -> torch.Tensor:
-    """(C, E): for each class, the normalised mean of its normalised prompt embeddings."""
-    prompts = [t.format(c) for c in classes for t in templates]
-    embeddings = model.encode_text(prompts).view(len(classes), len(templates), -1)
-    return F.normalize(embeddings.mean(dim=1), dim=-1)
-
-
-@torch.no_grad()
-def embed_images(model, paths: list[Path], batch_size: int = 64, quiet: bool = False,
+def embed_images(model: CLIP, paths: list[Path], batch_size: int = 64, quiet: bool = False,
                  desc: str = "embedding images") -> tuple[torch.Tensor, list[Path], list[str]]:
     """(N, E) normalised embeddings of the readable images, those images, and why the others were skipped."""
-    transform = EvalTransform(model.vit.cfg.image_size)
     out, kept, skipped = [], [], []
-    for chunk in batches(paths, batch_size, desc, quiet):
-        tensors = []
-        for path in chunk:
-            try:
-                tensors.append(transform(load_image(path, model.vit.cfg.channels)))
-                kept.append(path)
-            except InputError as e:
-                skipped.append(str(e))
-        if tensors:
-            out.append(model.encode_image(torch.stack(tensors).to(model.device)).cpu())
-    if skipped:
-        warnings.warn(f"skipped {len(skipped)} unreadable image(s): " + "; ".join(skipped[:5]))
-    dim = model.embed_dim
-    return (torch.cat(out) if out else torch.empty(0, dim)), kept, skipped
+    for batch, indices in image_batches(model.preprocess, paths, batch_size, desc, quiet, skipped):
+        out.append(model.encode_image(batch).cpu())
+        kept += [paths[i] for i in indices]
+    return (torch.cat(out) if out else torch.empty(0, model.embed_dim)), kept, skipped
 
 
 def _accuracy(results: list[dict], k: int) -> dict:
@@ -132,16 +92,16 @@ def _accuracy(results: list[dict], k: int) -> dict:
 
 
 @torch.no_grad()
-def zero_shot(model, inputs: list[str | Path], classes: list[str] | None = None,
+def zero_shot(model: CLIP, inputs: list[str | Path], classes: list[str] | None = None,
               templates: list[str] | tuple[str, ...] = DEFAULT_TEMPLATES, top_k: int = 5, batch_size: int = 64,
               quiet: bool = False) -> dict:
     """Top-k classes of every image; accuracy (top-1 / top-k) over the labelled ones, overall and per input."""
     classes, found = collect(inputs, classes)
     top_k = max(1, min(top_k, len(classes)))
-    weights = class_embeddings(model, classes, templates).cpu()  # (C, E)
+    weights = model.class_embeddings(classes, templates).cpu()  # (C, E)
     index = {path: (label, source) for path, label, source in found}
     image_emb, kept, skipped = embed_images(model, [p for p, _, _ in found], batch_size, quiet)
-    probs = (model.scale().detach().cpu() * image_emb @ weights.T).softmax(dim=-1)  # (N, C)
+    probs = model.zero_shot_probs(image_emb, weights)  # (N, C)
     values, indices = probs.topk(top_k, dim=-1)
     results = []
     for path, v, i in zip(kept, values.tolist(), indices.tolist()):

@@ -1,5 +1,5 @@
-"""OpenCLIP ViT checkpoints (both towers, logit scale) -> ImageTextContrastive, and the CLIP BPE tokenizer
-that open_clip ships, behind our Tokenizer interface.
+"""OpenCLIP ViT checkpoints (both towers, logit scale) -> CLIP, with the CLIP BPE tokenizer that open_clip
+ships (``multimodal.tokenizers.CLIPTokenizer``).
 
 Layout of an OpenCLIP (and OpenAI CLIP) ViT state dict:
 - image tower ``visual.``: conv1 (no bias), class_embedding (D,), positional_embedding (1 + N, D), ln_pre,
@@ -17,15 +17,16 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from multimodal.errors import InputError
-from multimodal.interop.weights import load_converted, read_state_dict
-from multimodal.tokenizers import Tokenizer
+from multimodal.interop.weights import read_state_dict
+from multimodal.models import CLIP, CLIPConfig, load_converted
+from multimodal.tokenizers import CLIPTokenizer
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -49,40 +50,11 @@ def skip_init() -> Iterator[None]:
             setattr(torch.nn.init, name, fn)
 
 
-class CLIPTokenizer(Tokenizer):
-    """open_clip's CLIP BPE (lower-cased, 49,408 ids): <sos> = <start_of_text> 49406, <eos> = <end_of_text>
-    49407, padding with id 0 as open_clip does (harmless: the text tower is causal and reads <eos>)."""
-
-    kind = "open_clip_bpe"
-    pad = blank = 0
-    sos, eos = 49406, 49407
-
-    def __init__(self):
-        from open_clip.tokenizer import SimpleTokenizer
-
-        self.tokenizer = SimpleTokenizer()
-        self.sos, self.eos = self.tokenizer.sot_token_id, self.tokenizer.eot_token_id
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.tokenizer.encoder)
-
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)
-
-    def decode(self, ids: Iterable[int]) -> str:
-        """The text of ``ids`` up to the first <eos> (what follows it is padding), <sos> skipped."""
-        ids = list(map(int, ids))
-        ids = [i for i in ids[:ids.index(self.eos)] if i != self.sos] if self.eos in ids else ids
-        return self.tokenizer.decode([i for i in ids if i != self.sos]).strip()
-
-    def to_dict(self) -> dict:
-        return {"type": self.kind}
 
 
 def clip_configs_from_state(state: dict[str, Tensor], activation: str = "quick_gelu",
                             text_heads: int | None = None, vision_heads: int | None = None) -> dict:
-    """The ImageTextContrastive hyper-parameters (vit, text, embed_dim) read off an OpenCLIP state dict's
+    """The CLIPConfig fields (vit, text, embed_dim) read off an OpenCLIP state dict's
     shapes. Heads are 64-dimensional in every OpenCLIP ViT config; pass the counts for other layouts."""
     if "visual.conv1.weight" not in state or "text_projection" not in state:
         raise ValueError("not an OpenCLIP ViT state dict (no visual.conv1.weight / text_projection)")
@@ -121,7 +93,7 @@ def _blocks(key: str, value: Tensor, ours: str, out: dict) -> None:
 
 
 def convert_open_clip(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """OpenCLIP ViT state dict -> ImageTextContrastive state dict (vit., image_projection., text., logit_scale)."""
+    """OpenCLIP ViT state dict -> CLIP state dict (vit., image_projection., text., logit_scale)."""
     out = {}
     for key, value in state.items():
         if m := re.match(r"visual\.transformer\.resblocks\.(\d+)\.(.+)$", key):
@@ -158,13 +130,11 @@ def convert_open_clip(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def load_open_clip(path: str | Path, activation: str = "quick_gelu", mean: tuple[float, ...] = OPENAI_MEAN,
                    std: tuple[float, ...] = OPENAI_STD, text_heads: int | None = None,
-                   vision_heads: int | None = None, state: dict[str, Tensor] | None = None):
-    """An ImageTextContrastive with the weights of an OpenCLIP / OpenAI CLIP ViT file (.safetensors / .pt /
+                   vision_heads: int | None = None, state: dict[str, Tensor] | None = None) -> CLIP:
+    """A CLIP with the weights of an OpenCLIP / OpenAI CLIP ViT file (.safetensors / .pt /
     .bin) and open_clip's CLIP tokenizer. ``activation``: "quick_gelu" for OpenAI-pretrained weights and
     ``*-quickgelu`` configs, "gelu" for the other OpenCLIP configs. ``state``: the file's state dict when it
     was read already."""
-    from multimodal.tasks import ImageTextContrastive
-
     state = read_state_dict(path) if state is None else state
     try:
         cfg = clip_configs_from_state(state, activation, text_heads, vision_heads)
@@ -175,9 +145,7 @@ def load_open_clip(path: str | Path, activation: str = "quick_gelu", mean: tuple
         raise InputError(f"the text tower has {cfg['text']['vocab_size']} tokens, the CLIP tokenizer "
                          f"{tokenizer.vocab_size}", path)
     with skip_init():  # every weight comes from the file (the strict load checks it)
-        model = ImageTextContrastive(vit=cfg["vit"], text=cfg["text"], embed_dim=cfg["embed_dim"], loss="clip",
-                                     mean=tuple(mean), std=tuple(std))
-        model.use_tokenizer(tokenizer)  # the tokenizer is not one Tokenizer.from_dict knows (yet)
+        model = CLIP(CLIPConfig(**cfg, mean=mean, std=std), tokenizer)
     load_converted(model, convert_open_clip(state), path)
     return model.eval()
 

@@ -1,4 +1,4 @@
-"""timm VisionTransformer weights (vit_*_patch16/32_*, class-token and mean-pool variants) -> ImageClassifier."""
+"""timm VisionTransformer weights (vit_*_patch16/32_*, class-token and mean-pool variants) -> Classifier."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 from torch import Tensor
 
 from multimodal.errors import InputError
-from multimodal.interop.weights import load_converted, read_state_dict
+from multimodal.interop.weights import read_state_dict
+from multimodal.models import Classifier, ClassifierConfig, load_converted
 
 # timm name -> ours, for the parts of a block
 _BLOCK = {"norm1": "norm1", "attn.qkv": "attn.qkv", "attn.proj": "attn.proj", "norm2": "norm2",
@@ -38,7 +39,7 @@ def vit_config_from_timm(state: dict[str, Tensor], pool: str | None = None) -> d
 
 
 def convert_timm_vit(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """timm ViT state dict -> ImageClassifier state dict (keys under ``vit.`` and ``head.``)."""
+    """timm ViT state dict -> Classifier state dict (keys under ``vit.`` and ``head.``)."""
     out = {}
     for key, value in state.items():
         if m := re.match(r"blocks\.(\d+)\.(.+)\.(weight|bias)$", key):
@@ -57,15 +58,13 @@ def convert_timm_vit(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def load_timm_vit(path: str | Path, class_names: list[str] | None = None, num_heads: int | None = None,
-                  state: dict[str, Tensor] | None = None):
-    """An ImageClassifier with the weights of a timm ViT file (.safetensors / .pth / .bin); ``state``: the
+                  state: dict[str, Tensor] | None = None) -> Classifier:
+    """A Classifier with the weights of a timm ViT file (.safetensors / .pth / .bin); ``state``: the
     file's state dict when it was read already.
 
     timm files name no classes: ``class_names`` defaults to class_0 … class_{N-1}. ViT-Ti/S/B/L use
     64-dimensional heads (ViT-S: 6 heads); pass ``num_heads`` for other layouts.
     """
-    from multimodal.tasks import ImageClassifier
-
     state = read_state_dict(path) if state is None else state
     try:
         cfg = vit_config_from_timm(state)
@@ -79,6 +78,6 @@ def load_timm_vit(path: str | Path, class_names: list[str] | None = None, num_he
     names = class_names or [f"class_{i}" for i in range(num_classes)]
     if len(names) != num_classes:
         raise InputError(f"{len(names)} class names given for a head of {num_classes} classes", path)
-    model = ImageClassifier(vit=cfg, class_names=names)
+    model = Classifier(ClassifierConfig(vit=cfg), names)
     load_converted(model, convert_timm_vit(state), path)
     return model.eval()

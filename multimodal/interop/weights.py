@@ -1,11 +1,11 @@
-"""Reading other projects' weight files safely, and loading converted state dicts strictly."""
+"""Reading weight files safely: torch.load(weights_only=True) or safetensors, never a pickle's code."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from multimodal.errors import InputError
 
@@ -41,19 +41,3 @@ def state_dict_of(state, path: str | Path) -> dict[str, Tensor]:
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """The state dict of a .safetensors, .pt, .pth, .bin or .ckpt file (``read_weights`` + ``state_dict_of``)."""
     return state_dict_of(read_weights(path), path)
-
-
-def load_converted(module: nn.Module, state: dict[str, Tensor], source: str | Path) -> None:
-    """load_state_dict(strict) that refuses a mismatch with one message listing every missing,
-    unexpected and wrongly-shaped key, instead of torch's traceback."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own.keys() & state.keys()
-             if own[k].shape != state[k].shape]
-    problems = [f"{label}: {', '.join(items[:12])}{' …' if len(items) > 12 else ''}"
-                for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                                     ("wrong shapes (file vs model)", wrong)) if items]
-    if problems:
-        raise InputError("weights do not fit the model; " + "; ".join(problems), source)
-    module.load_state_dict(state)

@@ -1,5 +1,5 @@
 """Whisper checkpoints, OpenAI format and Hugging Face ``transformers`` format -> our AudioEncoder + TextDecoder
-(in a SpeechRecognizer), and Whisper's tiktoken tokenizer behind our Tokenizer interface.
+(a SpeechToText; Whisper's tiktoken tokenizer is `multimodal.tokenizers.WhisperTokenizer`).
 
 Both formats hold the same model: two convs, sinusoidal encoder positions, pre-LN blocks whose key
 projections have no bias (a key bias only shifts every score of a query by the same amount, so softmax
@@ -11,7 +11,6 @@ them rather than store them, so a file whose positions differ is refused.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -19,9 +18,10 @@ from torch import Tensor
 
 from multimodal.errors import InputError
 from multimodal.interop.open_clip import skip_init
-from multimodal.interop.weights import load_converted, read_state_dict
+from multimodal.interop.weights import read_state_dict
+from multimodal.models import SpeechToText, SpeechToTextConfig, load_converted
 from multimodal.nn import sinusoids
-from multimodal.tokenizers import Tokenizer
+from multimodal.tokenizers import WhisperTokenizer
 
 # the part of a block after blocks.N. / layers.N. -> ours, per format
 _OPENAI = {"attn_ln": "norm1", "attn.out": "attn.proj", "cross_attn_ln": "norm_cross", "cross_attn.out": "cross.proj",
@@ -32,41 +32,6 @@ _QKV_OPENAI = {"attn": "self", "cross_attn": "cross", "query": "q", "key": "k", 
 _QKV_HF = {"self_attn": "self", "encoder_attn": "cross", "q_proj": "q", "k_proj": "k", "v_proj": "v"}
 
 
-class WhisperTokenizer(Tokenizer):
-    """Whisper's tiktoken vocabulary (shipped in the openai-whisper wheel). <sos> = <|startoftranscript|>,
-    <eos> = <pad> = <|endoftext|> (as Hugging Face pads). Its ``prompt``, which a SpeechRecognizer's decoder
-    starts from, is the start-of-transcript sequence <|startoftranscript|> [<|lang|> <|task|>] <|notimestamps|>."""
-
-    kind = "whisper"
-
-    def __init__(self, multilingual: bool = True, num_languages: int = 99, language: str | None = "en",
-                 task: str = "transcribe"):
-        from whisper.tokenizer import get_tokenizer
-
-        self.multilingual, self.num_languages, self.language, self.task = multilingual, num_languages, language, task
-        self.tokenizer = get_tokenizer(multilingual, num_languages=num_languages,
-                                       language=language if multilingual else None,
-                                       task=task if multilingual else None)
-        self.sos, self.eos = self.tokenizer.sot, self.tokenizer.eot
-        self.pad = self.blank = self.tokenizer.eot
-
-    @property
-    def prompt(self) -> list[int]:
-        return list(self.tokenizer.sot_sequence_including_notimestamps)
-
-    @property
-    def vocab_size(self) -> int:
-        return self.tokenizer.encoding.n_vocab
-
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)
-
-    def decode(self, ids: Iterable[int]) -> str:
-        return self.tokenizer.decode([i for i in map(int, ids) if i < self.eos]).strip()  # specials come after text
-
-    def to_dict(self) -> dict:
-        return {"type": self.kind, "multilingual": self.multilingual, "num_languages": self.num_languages,
-                "language": self.language, "task": self.task}
 
 
 def _with_model_prefix(state: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -89,7 +54,7 @@ def whisper_format(state: dict[str, Tensor]) -> str:
 
 def whisper_configs_from_state(state: dict[str, Tensor], num_heads: int | None = None,
                                decoder_heads: int | None = None) -> dict:
-    """SpeechRecognizer hyper-parameters (encoder, decoder) from a Whisper state dict of either format.
+    """SpeechToTextConfig fields (encoder, decoder) from a Whisper state dict of either format.
 
     Every released Whisper uses 64-dimensional heads; pass ``num_heads`` for other layouts."""
     fmt, state = whisper_format(state), _with_model_prefix(state)
@@ -143,7 +108,7 @@ def _fuse(pending: dict, out: dict) -> None:
 
 
 def convert_whisper(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Whisper state dict (OpenAI or HF format) -> SpeechRecognizer state dict (encoder., decoder.).
+    """Whisper state dict (OpenAI or HF format) -> SpeechToText state dict (encoder., decoder.).
 
     The encoder positions (computed by us) and a head tied to the token embedding are dropped; the
     CTC head, which Whisper has not, and our log-mel buffers are left out (``load_whisper`` adds them)."""
@@ -180,13 +145,11 @@ def convert_whisper(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def load_whisper(path: str | Path, num_heads: int | None = None, decoder_heads: int | None = None,
                  language: str | None = "en", task: str = "transcribe", state: dict[str, Tensor] | None = None):
-    """A SpeechRecognizer with the weights of a Whisper file (OpenAI .pt, or HF model.safetensors /
+    """A SpeechToText with the weights of a Whisper file (OpenAI .pt, or HF model.safetensors /
     pytorch_model.bin), Whisper's tokenizer (multilingual when the vocabulary is, with the number of
     languages it implies) and a decoder that starts from Whisper's prompt. Its CTC head is zero (Whisper
     has none); transcription uses the attention decoder only. ``state``: the file's state dict when it
     was read already."""
-    from multimodal.tasks import SpeechRecognizer
-
     state = read_state_dict(path) if state is None else state
     try:
         cfg = whisper_configs_from_state(state, num_heads, decoder_heads)
@@ -200,8 +163,7 @@ def load_whisper(path: str | Path, num_heads: int | None = None, decoder_heads: 
     if tokenizer.vocab_size != vocab:
         raise InputError(f"the decoder has {vocab} tokens, Whisper's tokenizer {tokenizer.vocab_size}", path)
     with skip_init():  # every weight comes from the file (the strict load checks it)
-        model = SpeechRecognizer(encoder=cfg["encoder"], decoder=cfg["decoder"], ctc_weight=0.0)
-        model.use_tokenizer(tokenizer)  # its decoder starts from tokenizer.prompt
+        model = SpeechToText(SpeechToTextConfig(**cfg), tokenizer)  # its decoder starts from tokenizer.prompt
     converted = convert_whisper(state)
     converted["ctc_head.weight"] = torch.zeros_like(model.ctc_head.weight)
     converted["ctc_head.bias"] = torch.zeros_like(model.ctc_head.bias)

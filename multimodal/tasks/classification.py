@@ -1,28 +1,31 @@
-"""ImageClassifier: a ViT and a linear head, trained with label smoothing and optional mixup / cutmix."""
+"""ImageClassifier: trains a Classifier (a ViT and a linear head) with label smoothing and optional mixup / cutmix."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from timm.data import Mixup
-from torch import Tensor, nn
+from torch import Tensor
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from multimodal.encoders import ViT, ViTConfig
+from multimodal.encoders import ViTConfig
+from multimodal.models import Classifier, ClassifierConfig
 from multimodal.tasks.base import Task
 
 
 class ImageClassifier(Task):
-    """Images (B, C, H, W) in [0, 1] -> class logits (B, num_classes).
+    """Trains a ``Classifier``: images (B, C, H, W) in [0, 1] -> class logits (B, num_classes).
 
     ``class_names`` may be left out of a recipe: ``configure_model`` then takes them from the data module, and
     they are saved in the checkpoint so that it runs alone.
     """
 
-    data_sized = ("head.",)  # start_from leaves a head for another number of classes freshly initialised
+    model_class = Classifier
+    data_sized = ("model.head.",)  # start_from leaves a head for another number of classes freshly initialised
 
     def __init__(self, vit: ViTConfig, class_names: list[str] | None = None, lr: float = 1e-3,
                  weight_decay: float = 0.05, warmup_fraction: float = 0.05, label_smoothing: float = 0.1,
@@ -30,24 +33,16 @@ class ImageClassifier(Task):
                  std: tuple[float, ...] = (0.5,)):
         super().__init__(lr, weight_decay, warmup_fraction)
         self.save_plain_hyperparameters()
-        self.vit = ViT(ViTConfig(**vit) if isinstance(vit, dict) else vit)
-        # normalisation belongs to the model, so a checkpoint needs no separate preprocessing config
-        self.register_buffer("mean", torch.tensor(mean).view(-1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(-1, 1, 1), persistent=False)
+        self.config = ClassifierConfig(vit=vit, mean=mean, std=std)
         self.label_smoothing, self.mixup_alpha, self.cutmix_alpha = label_smoothing, mixup, cutmix
-        self.class_names: list[str] = []
-        self.head: nn.Linear | None = None
         if class_names is not None:
-            self._build_head(class_names)
+            self.build(class_names)
 
-    def _build_head(self, class_names: list[str]) -> None:
+    def build(self, class_names: list[str]) -> None:
         if len(set(class_names)) != len(class_names):
             raise ValueError(f"duplicate class names: {class_names}")
-        self.class_names = list(class_names)
-        self.hparams["class_names"] = self.class_names
-        self.head = nn.Linear(self.vit.dim, len(class_names))
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        self.model = Classifier(self.config, class_names)
+        self.hparams["class_names"] = list(class_names)
         n = len(class_names)
         self.mixup = Mixup(mixup_alpha=self.mixup_alpha, cutmix_alpha=self.cutmix_alpha, label_smoothing=self.label_smoothing,
                            num_classes=n) if self.mixup_alpha or self.cutmix_alpha else None
@@ -56,18 +51,24 @@ class ImageClassifier(Task):
         self.val_metrics, self.test_metrics = metrics.clone(prefix="val/"), metrics.clone(prefix="test/")
         self.confusion = MulticlassConfusionMatrix(n)
 
+    def adopt(self, source: Classifier) -> None:  # the pretrained model's normalisation
+        self.config = dataclasses.replace(self.config, mean=source.config.mean, std=source.config.std)
+        self.hparams.update(mean=list(source.config.mean), std=list(source.config.std))
+        if self.model is not None:
+            self.build(self.model.class_names)
+
     def configure_model(self) -> None:  # runs before training; also early, from weight-averaging callbacks
         names = getattr(self.trainer.datamodule, "class_names", None)
-        if self.head is None:
+        if self.model is None:
             if not names:
                 raise ValueError("class_names are neither in the model config nor given by the data module")
-            self._build_head(names)
-        elif names and list(names) != self.class_names:
-            raise ValueError(f"the data's classes {names} differ from the model's {self.class_names}")
+            self.build(names)
+        elif names and list(names) != self.model.class_names:
+            raise ValueError(f"the data's classes {names} differ from the model's {self.model.class_names}")
         super().configure_model()
 
     def forward(self, images: Tensor) -> Tensor:  # (B, C, H, W) -> (B, num_classes)
-        return self.head(self.vit((images - self.mean) / self.std))
+        return self.model(images)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, labels = batch
@@ -96,7 +97,7 @@ class ImageClassifier(Task):
     def on_test_epoch_end(self) -> None:
         if self.trainer.log_dir and self.trainer.is_global_zero:
             path = Path(self.trainer.log_dir) / "confusion_matrix.png"
-            save_confusion_matrix(self.confusion.compute().cpu(), self.class_names, path)
+            save_confusion_matrix(self.confusion.compute().cpu(), self.model.class_names, path)
             print(f"confusion matrix: {path}")
         self.confusion.reset()
 

@@ -1,4 +1,4 @@
-"""SpeechRecognizer: audio encoder + attention decoder (cross-attention) + a CTC head on the encoder.
+"""SpeechRecognizer: trains a SpeechToText (audio encoder + attention decoder + a CTC head on the encoder).
 
 Loss = ctc_weight * CTC + (1 - ctc_weight) * label-smoothed cross-entropy of the decoder. Validation and
 test decode (greedy, or beam search with ``beam_size`` > 1) and report WER and CER (torchmetrics).
@@ -11,20 +11,23 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
-from multimodal.encoders.audio import HOP_LENGTH, SAMPLE_RATE, AudioEncoder, AudioEncoderConfig
-from multimodal.encoders.text import TextConfig, TextDecoder, beam_search, greedy_decode
+from multimodal.encoders.audio import SAMPLE_RATE, AudioEncoderConfig
+from multimodal.encoders.text import TextConfig
 from multimodal.errors import InputError
+from multimodal.models import SpeechToText, SpeechToTextConfig
 from multimodal.tasks.base import Task
 from multimodal.tokenizers import CharTokenizer, Tokenizer
 
 
 class SpeechRecognizer(Task):
-    """Waveforms (B, T) at 16 kHz + lengths (B,) -> transcripts.
+    """Trains a ``SpeechToText``: waveforms (B, T) at 16 kHz + lengths (B,) -> transcripts.
 
     ``tokenizer`` (a ``Tokenizer.to_dict()``) may be left out of a recipe: ``configure_model`` then builds
     a character tokenizer from the training transcripts of the data module; it is saved in the checkpoint
     so that it runs alone. ``decoder.vocab_size`` is always the tokenizer's.
     """
+
+    model_class = SpeechToText
 
     def __init__(self, encoder: AudioEncoderConfig, decoder: TextConfig, tokenizer: dict | None = None,
                  ctc_weight: float = 0.3, label_smoothing: float = 0.1, beam_size: int = 1,
@@ -34,62 +37,55 @@ class SpeechRecognizer(Task):
         if not 0.0 <= ctc_weight <= 1.0:
             raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
         self.save_plain_hyperparameters()
-        self.encoder = AudioEncoder(AudioEncoderConfig(**encoder) if isinstance(encoder, dict) else encoder)
-        self.decoder_cfg = TextConfig(**decoder) if isinstance(decoder, dict) else decoder
+        self.config = SpeechToTextConfig(encoder, decoder, beam_size, length_penalty)
         self.ctc_weight, self.label_smoothing = ctc_weight, label_smoothing
-        self.beam_size, self.length_penalty = beam_size, length_penalty
-        self.decoder: TextDecoder | None = None
-        self.ctc_head: nn.Linear | None = None
         metrics = lambda: nn.ModuleDict({"wer": WordErrorRate(), "cer": CharErrorRate()})  # noqa: E731
         self.val_metrics, self.test_metrics = metrics(), metrics()
         if tokenizer is not None:
             self.use_tokenizer(Tokenizer.from_dict(tokenizer))
 
-    def use_tokenizer(self, tokenizer: Tokenizer) -> None:  # builds the decoder and the CTC head
-        self.tokenizer = tokenizer
+    def use_tokenizer(self, tokenizer: Tokenizer) -> None:  # builds the model around its vocabulary
+        self.model = SpeechToText(self.config, tokenizer)
         self.hparams["tokenizer"] = tokenizer.to_dict()
-        self.decoder_cfg.vocab_size = tokenizer.vocab_size
         self.hparams["decoder"]["vocab_size"] = tokenizer.vocab_size
-        self.decoder = TextDecoder(self.decoder_cfg, self.encoder.dim, prompt=tokenizer.prompt, eos=tokenizer.eos)
-        self.ctc_head = nn.Linear(self.encoder.dim, tokenizer.vocab_size)
+
+    def adopt(self, source: SpeechToText) -> None:
+        self.use_tokenizer(source.tokenizer)
 
     def configure_model(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         fitting = self.trainer.state.fn == "fit"
         # the training transcripts: to build the tokenizer, or to check that it knows their characters
-        texts = datamodule.texts() if hasattr(datamodule, "texts") and (self.decoder is None or fitting) else None
-        if self.decoder is None:
+        texts = datamodule.texts() if hasattr(datamodule, "texts") and (self.model is None or fitting) else None
+        if self.model is None:
             if not texts:
                 raise ValueError("no tokenizer in the model config and no training transcripts from the data module")
             self.use_tokenizer(CharTokenizer.from_texts(texts))
         if fitting and hasattr(datamodule, "longest"):  # a clip the encoder cannot take stops training late
             clip, seconds = datamodule.longest()
-            window = (2 * self.encoder.cfg.max_frames - 1) * HOP_LENGTH / SAMPLE_RATE
+            window = self.model.encoder.window_samples / SAMPLE_RATE
             if seconds > window:
                 raise InputError(f"audio {clip.audio.name!r} lasts {seconds:.1f} s (at the slowest training speed), "
                                  f"longer than the encoder's {window:.1f} s window; raise encoder.max_frames "
-                                 f"(now {self.encoder.cfg.max_frames}) or split the clip", clip.manifest, clip.line)
+                                 f"(now {self.config.encoder.max_frames}) or split the clip", clip.manifest, clip.line)
         if texts:
             longest = max(texts, key=len)
             for text in texts:  # unknown characters: InputError listing them
                 self.tokenizer.encode(text)
             extra = len(self.tokenizer.prompt) + 1
-            if len(self.tokenizer.encode(longest)) + extra > self.decoder_cfg.context_length:
+            if len(self.tokenizer.encode(longest)) + extra > self.config.decoder.context_length:
                 raise InputError(f"a transcript of {len(self.tokenizer.encode(longest))} tokens (+ {extra} for the "
                                  f"start prompt and <eos>) does not fit decoder.context_length="
-                                 f"{self.decoder_cfg.context_length}: {longest!r}")
+                                 f"{self.config.decoder.context_length}: {longest!r}")
         super().configure_model()
-
-    # ---- model ----
-    def encode(self, waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        return self.encoder(waveforms, lengths)  # (B, S, D), (B, S)
 
     def losses(self, waveforms: Tensor, lengths: Tensor, texts: list[str]) -> dict[str, Tensor]:
         """The CTC, attention and combined losses of a batch."""
-        memory, mask = self.encode(waveforms, lengths)
-        prompt = self.decoder.prompt  # (P,) the tokenizer's start prompt, a buffer already on the device
+        model = self.model
+        memory, mask = model.encode(waveforms, lengths)
+        prompt = model.decoder.prompt  # (P,) the tokenizer's start prompt, a buffer already on the device
         extra = len(prompt) - 1  # the prompt's tokens after <sos>
-        tokens, token_lengths = self.tokenizer.encode_batch(texts, self.decoder_cfg.context_length - extra)
+        tokens, token_lengths = self.tokenizer.encode_batch(texts, self.config.decoder.context_length - extra)
         tokens, token_lengths = tokens.to(memory.device), token_lengths.to(memory.device)
         # (B, T-1) targets: text <eos>, then -100 (by length: <pad> may be <eos>, as in Whisper)
         position = torch.arange(tokens.shape[1] - 1, device=memory.device)
@@ -97,33 +93,14 @@ class SpeechRecognizer(Task):
         # the decoder reads the prompt, then the text; the prompt's own tokens are given, not predicted
         inputs = torch.cat([prompt.expand(len(texts), -1), tokens[:, 1:-1]], dim=1)  # (B, extra + T-1)
         targets = torch.cat([targets.new_full((len(texts), extra), -100), targets], dim=1)
-        logits = self.decoder(inputs, memory, mask)  # (B, extra + T-1, V)
+        logits = model.decoder(inputs, memory, mask)  # (B, extra + T-1, V)
         attention = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=-100,
                                     label_smoothing=self.label_smoothing)
-        log_probs = self.ctc_head(memory).float().log_softmax(-1).transpose(0, 1)  # (S, B, V)
+        log_probs = model.ctc_head(memory).float().log_softmax(-1).transpose(0, 1)  # (S, B, V)
         ctc = F.ctc_loss(log_probs, tokens[:, 1:], mask.sum(1), token_lengths - 2, blank=self.tokenizer.blank,
                          zero_infinity=True)
         loss = self.ctc_weight * ctc + (1 - self.ctc_weight) * attention
         return {"loss": loss, "ctc": ctc, "attention": attention}
-
-    @torch.no_grad()
-    def transcribe(self, waveforms: Tensor, lengths: Tensor | None = None, beam_size: int | None = None) -> list[str]:
-        """Decode a batch: greedy for beam_size 1, else beam search (default: the model's ``beam_size``)."""
-        if lengths is None:
-            lengths = torch.full((waveforms.shape[0],), waveforms.shape[1])
-        was_training = self.training
-        self.eval()
-        try:
-            memory, mask = self.encode(waveforms.to(self.device), lengths.to(self.device))
-            beam = beam_size or self.beam_size
-            tok, max_len = self.tokenizer, self.decoder_cfg.context_length
-            if beam == 1:
-                ids = greedy_decode(self.decoder, memory, mask, tok.sos, tok.eos, max_len)
-            else:
-                ids = beam_search(self.decoder, memory, mask, tok.sos, tok.eos, beam, max_len, self.length_penalty)
-        finally:
-            self.train(was_training)
-        return [tok.decode(seq) for seq in ids]
 
     # ---- Lightning ----
     def training_step(self, batch, batch_idx: int) -> Tensor:
@@ -134,7 +111,7 @@ class SpeechRecognizer(Task):
 
     def _evaluate(self, batch, metrics: nn.ModuleDict, prefix: str) -> None:
         waveforms, lengths, texts = batch
-        hypotheses = self.transcribe(waveforms, lengths)
+        hypotheses = [self.tokenizer.decode(ids) for ids in self.model.decode(waveforms, lengths)]
         for name, metric in metrics.items():
             metric.update(hypotheses, texts)
             self.log(f"{prefix}/{name}", metric, prog_bar=True, batch_size=len(texts))

@@ -1,16 +1,28 @@
-"""Side-by-side speed measurements: our models against their references, in one process, same settings.
+#!/usr/bin/env python
+"""Measure our models against their references in one process and print JSON.
 
-Timing: warm-up steps excluded, ``torch.cuda.synchronize`` around the timed loop, bf16 autocast and
-fused AdamW on a GPU (fp32 and plain AdamW on a CPU). FLOPs come from ``torch.utils.flop_counter``
-on one real step, so model FLOP utilisation (MFU) is measured work over the device's peak.
-Where a reference can be converted with our interop code (OpenCLIP, Whisper), ours is built from the
-reference's random weights, so both run the same architecture with the same numbers.
+    python benchmarks/benchmark.py --task vit         # ViT-B/16 training step vs timm (GPU: batch 256, 224 px)
+    python benchmarks/benchmark.py --task clip        # CLIP ViT-B/32 training step vs OpenCLIP (GPU: batch 512)
+    python benchmarks/benchmark.py --task asr         # Whisper-base-sized training step (batch 64, 30 s) and
+                                                      # beam-5 decoding (batch 16) vs transformers
+    python benchmarks/benchmark.py --task attention --plot attention.png
+                                                      # full vs local vs linformer attention, 1k-32k tokens
+Without a GPU it runs small CPU sizes and says so in the output ("device" and "sizes").
+
+Timing: warm-up steps excluded, torch.cuda.synchronize around the timed loop, bf16 autocast and fused
+AdamW on a GPU (fp32 and plain AdamW on a CPU). FLOPs come from torch.utils.flop_counter on one real
+step, so model FLOP utilisation (MFU) is measured work over the device's peak. Where a reference can be
+converted with our interop code (OpenCLIP, Whisper), ours is built from the reference's random weights,
+so both run the same architecture with the same numbers.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import functools
+import json
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from multimodal.inference.common import device, script_main
 
 # dense bf16 tensor-core peaks (FLOP/s), for MFU
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -132,14 +146,14 @@ def versus(setting: Setting, name: str, ours: Callable[[], dict], reference: Cal
 
 
 def vit_rows(setting: Setting, image_size: int, size: str) -> dict:
-    """Our ImageClassifier's ViT against timm's VisionTransformer of the same shape."""
+    """Our Classifier (ViT + linear head) against timm's VisionTransformer of the same shape."""
     import timm
 
-    from multimodal.tasks import ImageClassifier
+    from multimodal.models import Classifier
 
     dims = {"base": dict(dim=768, depth=12, num_heads=12), "tiny": dict(dim=192, depth=4, num_heads=3)}[size]
-    ours = ImageClassifier(vit={"image_size": image_size, "patch_size": 16,
-                                "transformer": {**dims, "norm_eps": 1e-6}}, class_names=[str(i) for i in range(1000)])
+    ours = Classifier({"vit": {"image_size": image_size, "patch_size": 16, "transformer": {**dims, "norm_eps": 1e-6}}},
+                      class_names=[str(i) for i in range(1000)])
     reference = timm.models.VisionTransformer(img_size=image_size, patch_size=16, embed_dim=dims["dim"],
                                               depth=dims["depth"], num_heads=dims["num_heads"], num_classes=1000)
     images = lambda: (torch.rand(setting.batch, 3, image_size, image_size, device=setting.device),
@@ -150,15 +164,15 @@ def vit_rows(setting: Setting, image_size: int, size: str) -> dict:
 
 
 def clip_rows(setting: Setting, size: str) -> dict:
-    """CLIP training step (both towers, InfoNCE): our ImageTextContrastive converted from an OpenCLIP model
+    """CLIP training step (both towers, InfoNCE): our CLIP converted from an OpenCLIP model
     with random weights ("ViT-B-32": GELU, not QuickGELU) against that model with open_clip's ClipLoss.
     Both take token ids (77, <end_of_text> at a random length, zeros after), so tokenisation is not timed."""
     import open_clip
 
-    from multimodal.interop.open_clip import CLIPTokenizer, clip_configs_from_state, convert_open_clip, skip_init
-    from multimodal.interop.weights import load_converted
-    from multimodal.tasks import ImageTextContrastive
+    from multimodal.interop.open_clip import clip_configs_from_state, convert_open_clip, skip_init
+    from multimodal.models import CLIP, load_converted
     from multimodal.tasks.losses import clip_loss
+    from multimodal.tokenizers import CLIPTokenizer
 
     if size == "base":
         reference = open_clip.create_model("ViT-B-32")
@@ -168,8 +182,7 @@ def clip_rows(setting: Setting, size: str) -> dict:
     state = reference.state_dict()
     cfg = clip_configs_from_state(state, activation="gelu")
     with skip_init():
-        ours = ImageTextContrastive(vit=cfg["vit"], text=cfg["text"], embed_dim=cfg["embed_dim"], loss="clip")
-        ours.use_tokenizer(CLIPTokenizer())
+        ours = CLIP(cfg, CLIPTokenizer())
     load_converted(ours, convert_open_clip(state), "open_clip")
     image_size, context, eot = cfg["vit"]["image_size"], cfg["text"]["context_length"], CLIPTokenizer.eos
 
@@ -181,8 +194,9 @@ def clip_rows(setting: Setting, size: str) -> dict:
         tokens *= torch.arange(context, device=dev) < lengths[:, None]
         return torch.rand(b, 3, image_size, image_size, device=dev), tokens, lengths
 
-    def ours_loss(model, images, tokens, lengths):
-        return model.loss(model.encode_image(images), F.normalize(model.text(tokens, lengths).float(), dim=-1))
+    def ours_loss(model, images, tokens, lengths):  # token ids straight into the text tower: no tokenisation
+        text = F.normalize(model.text(tokens, lengths).float(), dim=-1)
+        return clip_loss(model.encode_image(images), text, model.scale())
 
     reference_loss = lambda model, images, tokens, lengths: open_clip.ClipLoss()(*model(images, tokens))
     return {"image_size": image_size, "context_length": context, "model": "ViT-B-32" if size == "base" else "tiny",
@@ -190,35 +204,37 @@ def clip_rows(setting: Setting, size: str) -> dict:
                      lambda: time_training(reference, batch, reference_loss, setting, setting.batch))}
 
 
-class _Whisper(nn.Module):
-    """Our AudioEncoder + TextDecoder, loaded from a Whisper state dict: (B, n_mels, F) log-mel features
-    and (B, T) tokens -> (B, T, V) logits. No SpecAugment (Whisper has none) and no CTC head."""
+def whisper_speech_to_text(state: dict[str, Tensor], num_heads: int) -> nn.Module:
+    """Our SpeechToText with the weights of a Whisper state dict, as ``load_whisper`` builds it, set to do the
+    work Whisper does: no SpecAugment (Whisper has none) and no CTC head (Whisper has none; the benchmark's
+    loss does not use it, and its vocab x dim weights would only add to our peak memory)."""
+    from multimodal.interop.open_clip import skip_init
+    from multimodal.interop.whisper import convert_whisper, whisper_configs_from_state
+    from multimodal.models import SpeechToText, SpeechToTextConfig, load_converted
+    from multimodal.tokenizers import WhisperTokenizer
 
-    def __init__(self, state: dict[str, Tensor], num_heads: int):
-        from multimodal.encoders.audio import AudioEncoder, AudioEncoderConfig
-        from multimodal.encoders.text import TextConfig, TextDecoder
-        from multimodal.interop.weights import load_converted
-        from multimodal.interop.whisper import convert_whisper, whisper_configs_from_state
-
-        super().__init__()
-        cfg = whisper_configs_from_state(state, num_heads)
-        self.encoder = AudioEncoder(AudioEncoderConfig(**cfg["encoder"], num_masks=0))
-        self.decoder = TextDecoder(TextConfig(**cfg["decoder"]), self.encoder.dim)
-        converted = convert_whisper(state)
-        converted.update({k: v for k, v in self.state_dict().items() if k.startswith("encoder.log_mel.")})
-        load_converted(self, converted, "transformers")
-
-    def forward(self, mel: Tensor, tokens: Tensor) -> Tensor:
-        return self.decoder(tokens, self.encoder.forward_features(mel)[0])
+    cfg = whisper_configs_from_state(state, num_heads)
+    vocab = cfg["decoder"]["vocab_size"]  # 51865: multilingual, 99 languages
+    cfg["encoder"]["num_masks"] = 0
+    with skip_init():  # every weight comes from the state dict (the strict load checks it)
+        model = SpeechToText(SpeechToTextConfig(**cfg), WhisperTokenizer(num_languages=vocab - 51766))
+    del model.ctc_head
+    converted = convert_whisper(state)
+    converted.update({k: v for k, v in model.state_dict().items() if k.startswith("encoder.log_mel.")})
+    load_converted(model, converted, "transformers")
+    return model
 
 
 def asr_rows(train: Setting, decode: Setting, size: str, text_tokens: int, new_tokens: int, beam: int = 5) -> dict:
-    """Whisper against our encoder-decoder converted from it (identical weights), on the same log-mel features
+    """Whisper against our SpeechToText converted from it (identical weights), on the same log-mel features
     (30 s = 3000 frames at base size; feature extraction is timed for neither).
     train: one optimizer step, attention cross-entropy only (no CTC) on ``text_tokens`` tokens for both.
     decode: beam search of ``new_tokens`` tokens per clip, encoder included, for both. <eos> is masked in
     every step for both (HF: ``min_new_tokens``; ours: a logits mask around our decoder), so each produces
-    exactly ``new_tokens`` per clip, as ``tokens_per_clip`` shows."""
+    exactly ``new_tokens`` per clip, as ``tokens_per_clip`` shows. A bare WhisperConfig gives ``generate`` no
+    language or task tokens, so it starts from ``decoder_start_token_id`` alone; ours starts from that one token
+    too, not from the four-token Whisper prompt (<|startoftranscript|> <|en|> <|transcribe|> <|notimestamps|>)
+    that its tokenizer gives its decoder."""
     import transformers
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
@@ -233,7 +249,8 @@ def asr_rows(train: Setting, decode: Setting, size: str, text_tokens: int, new_t
                            encoder_ffn_dim=4 * dims["d_model"], decoder_ffn_dim=4 * dims["d_model"],
                            max_source_positions=dims["frames"], max_target_positions=448)
     reference = WhisperForConditionalGeneration(config)
-    ours = _Whisper(reference.state_dict(), dims["heads"])
+    ours = whisper_speech_to_text(reference.state_dict(), dims["heads"])
+    ours.decoder.prompt = ours.decoder.prompt[:0]  # start from sos alone, as generate() does here
     mel = lambda b: torch.randn(b, 80, 2 * dims["frames"], device=train.device)
     sos, eos = config.decoder_start_token_id, config.eos_token_id
 
@@ -262,7 +279,8 @@ def asr_rows(train: Setting, decode: Setting, size: str, text_tokens: int, new_t
         return mel(train.batch), x[:, :-1], x[:, 1:]
 
     cross_entropy = lambda logits, targets: F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
-    ours_loss = lambda model, x, inputs, targets: cross_entropy(model(x, inputs), targets)
+    ours_loss = lambda model, x, inputs, targets: cross_entropy(
+        model.decoder(inputs, model.encoder.forward_features(x)[0]), targets)
     reference_loss = lambda model, x, inputs, targets: cross_entropy(
         model(input_features=x, decoder_input_ids=inputs).logits, targets)
     return {"model": {"d_model": dims["d_model"], "layers": f"{dims['layers']} + {dims['layers']}",
@@ -292,7 +310,7 @@ def attention_rows(setting: Setting, lengths: list[int], dim: int = 256, heads: 
             layer = MultiHeadAttention(dim, heads, **kwargs).to(setting.device)
             x = torch.randn(1, length, dim, device=setting.device, requires_grad=True)
 
-            def step():
+            def step(layer=layer, x=x):
                 with setting.autocast:
                     layer(x).float().square().mean().backward()
 
@@ -302,7 +320,7 @@ def attention_rows(setting: Setting, lengths: list[int], dim: int = 256, heads: 
                              "peak_memory_mib": None if memory is None else memory * 1024})
             except torch.OutOfMemoryError:
                 rows.append({"variant": name, "length": length, "ms": None, "peak_memory_mib": None, "error": "out of memory"})
-            del layer, x
+            del layer, x, step  # free this length's tensors before the next
     return {"dim": dim, "heads": heads, "window": window, "low_rank": low_rank, "rows": rows,
             "faster_than_full_from": {name: crossover(rows, name) for name in variants if name != "full"}}
 
@@ -340,3 +358,49 @@ def plot_attention(result: dict, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+@script_main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=["vit", "clip", "asr", "attention", "all"], default="all")
+    parser.add_argument("--compile", action="store_true", help="torch.compile both our model and the reference")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 on GPU, 10 on CPU)")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--json", action="store_true", help="JSON only (it is always printed; this drops the notes)")
+    parser.add_argument("--plot", metavar="PNG", help="with --task attention or all: time and memory against length")
+    args = parser.parse_args(argv)
+    if args.plot and args.task not in ("attention", "all"):
+        parser.error("--plot draws the attention rows: use it with --task attention or all")
+
+    dev = device(args.device)
+    gpu = dev.type == "cuda"
+    steps = args.steps or (20 if gpu else 10)
+    report = {"device": torch.cuda.get_device_name(dev) if gpu else "cpu", "torch": torch.__version__,
+              "compile": args.compile, "sizes": "full" if gpu else "small CPU sizes (no GPU found)", "results": {}}
+    if args.task in ("vit", "all"):
+        setting = Setting(dev, batch=256 if gpu else 4, steps=steps, warmup=5 if gpu else 1, compile=args.compile)
+        report["results"]["vit"] = {"batch": setting.batch, "image_size": 224 if gpu else 64,
+                                    **vit_rows(setting, 224 if gpu else 64, "base" if gpu else "tiny")}
+    if args.task in ("clip", "all"):
+        setting = Setting(dev, batch=512 if gpu else 4, steps=steps, warmup=5 if gpu else 1, compile=args.compile)
+        report["results"]["clip"] = {"batch": setting.batch, **clip_rows(setting, "base" if gpu else "tiny")}
+    if args.task in ("asr", "all"):
+        train = Setting(dev, batch=64 if gpu else 2, steps=steps, warmup=5 if gpu else 1, compile=args.compile)
+        decode = Setting(dev, batch=16 if gpu else 2, steps=max(1, steps // 5), warmup=1, compile=args.compile)
+        report["results"]["asr"] = asr_rows(train, decode, "base" if gpu else "tiny", text_tokens=448 if gpu else 16,
+                                            new_tokens=128 if gpu else 4)
+    if args.task in ("attention", "all"):
+        lengths = [1024, 2048, 4096, 8192, 16384, 32768] if gpu else [256, 512, 1024]
+        setting = Setting(dev, batch=1, steps=steps, warmup=3 if gpu else 1, compile=False)
+        report["results"]["attention"] = attention_rows(setting, lengths)
+        if args.plot:
+            plot_attention(report["results"]["attention"], args.plot)
+    print(json.dumps(report, indent=2))
+    if not args.json and not gpu:
+        print("note: CPU sizes only; run on a GPU for the figures docs/PERFORMANCE.md records", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Models on disk: ``load_model`` reads any model a user may hold, ``save_model`` writes ours; no Lightning.
+
+- our Lightning checkpoint (a ``.ckpt`` with a ``multimodal_task`` entry), read with weights_only;
+- an exported folder: ``config.json`` (the model's description) + ``model.safetensors``;
+- foreign weights (.pt / .pth / .bin / .safetensors), recognised from their keys: a timm ViT (-> Classifier),
+  an OpenCLIP / OpenAI CLIP ViT (-> CLIP), a Whisper in OpenAI or Hugging Face format (-> SpeechToText),
+  converted with their loaders' defaults: 64-dimensional attention heads (every released timm ViT-Ti/S/B/L,
+  OpenCLIP ViT and Whisper has them), QuickGELU for CLIP (right for OpenAI's weights and OpenCLIP's
+  ``-quickgelu`` models; call ``load_open_clip(path, activation="gelu")`` for the others), timm's classes
+  named class_0 …, Whisper transcribing English.
+Checkpoints and exports written before the models were apart from the tasks describe the model by the task's
+hyper-parameters; ``task_description`` reads those.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from multimodal.errors import InputError, a
+from multimodal.interop.open_clip import load_open_clip
+from multimodal.interop.timm import load_timm_vit
+from multimodal.interop.weights import read_weights, state_dict_of
+from multimodal.interop.whisper import load_whisper
+from multimodal.models import CLIP, Classifier, Model, SpeechToText, from_state
+
+FORMAT = "multimodal-export"
+UNDERSTOOD = ("our Lightning .ckpt, an exported folder (config.json + model.safetensors), or the weights of a "
+              "timm ViT, an OpenCLIP / OpenAI CLIP ViT or a Whisper (OpenAI or Hugging Face format)")
+
+# foreign formats: (keys that only their state dicts have, their name, the model they become, their loader)
+FORMATS = [(("patch_embed.proj.weight",), "timm ViT", Classifier, load_timm_vit),
+           (("visual.conv1.weight",), "OpenCLIP ViT", CLIP, load_open_clip),
+           (("encoder.conv1.weight", "model.encoder.conv1.weight"), "Whisper", SpeechToText, load_whisper)]
+
+
+# the model each of our tasks trains
+TASK_MODELS = {"ImageClassifier": "Classifier", "SpeechRecognizer": "SpeechToText", "ImageTextContrastive": "CLIP"}
+
+
+def task_description(task: str, hparams: dict, source: str | Path) -> dict:
+    """The model description within a task's saved hyper-parameters (checkpoints of any version)."""
+    if task not in TASK_MODELS:
+        raise InputError(f"unknown task {task!r}; expected one of {sorted(TASK_MODELS)}", source)
+    if not isinstance(hparams, dict):
+        raise InputError("the checkpoint has no hyper-parameters", source)
+    model = TASK_MODELS[task]
+    fields = {"Classifier": ("vit", "mean", "std"), "SpeechToText": ("encoder", "decoder", "beam_size", "length_penalty"),
+              "CLIP": ("vit", "text", "embed_dim", "mean", "std")}[model]
+    config = {k: hparams[k] for k in fields if k in hparams}
+    if model == "CLIP":  # the loss decided the initial temperature and whether there is a bias (SigLIP's)
+        siglip = hparams.get("loss") == "siglip"
+        config.update(init_logit_scale=math.log(10.0 if siglip else 1 / 0.07), init_logit_bias=-10.0 if siglip else None)
+    extra = "class_names" if model == "Classifier" else "tokenizer"
+    if extra not in hparams:
+        raise InputError(f"the checkpoint's hyper-parameters have no {extra!r}", source)
+    return {"model": model, "config": config, extra: hparams[extra]}
+
+
+def from_checkpoint(checkpoint: dict, source: str | Path, expect: type[Model] | None = None) -> Model:
+    """The model inside the contents of one of our Lightning checkpoints."""
+    task = checkpoint.get("multimodal_task")
+    kind = TASK_MODELS.get(task)
+    if expect is not None and kind is not None and kind != expect.__name__:
+        raise InputError(f"this is {a(kind)} checkpoint; {a(expect.__name__)} is needed here", source)
+    description = checkpoint.get("multimodal_model") or task_description(task, checkpoint.get("hyper_parameters"),
+                                                                         source)
+    state = checkpoint.get("state_dict")
+    if not isinstance(state, dict):
+        raise InputError("the checkpoint has no state_dict", source)
+    if any(k.startswith("model.") for k in state):  # the task's: its model's weights under model.
+        state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    return from_state(description, state, source)
+
+
+def save_model(model: Model, directory: str | Path) -> Path:
+    """``model`` as directory/model.safetensors + directory/config.json (its description); returns directory.
+    Each file is written beside its place and renamed into it, the config last, so a folder that has a config
+    is complete."""
+    from safetensors.torch import save_file
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    # clones: safetensors refuses tensors that share memory (tied weights, views)
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    config = {"format": FORMAT, "version": 2, **model.describe()}
+    for name, write in (("model.safetensors", lambda p: save_file(state, p, metadata={"model": type(model).__name__})),
+                        ("config.json", lambda p: p.write_text(json.dumps(config, indent=2) + "\n"))):
+        temporary = out / f".{name}.tmp"
+        write(temporary)
+        with open(temporary, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(temporary, out / name)
+    return out
+
+
+def load_folder(directory: str | Path) -> Model:
+    """The model of an exported folder (config.json + model.safetensors), in eval mode on the CPU."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    config_path, weights_path = directory / "config.json", directory / "model.safetensors"
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise InputError("not an exported model folder (no such file)", path)
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"not valid JSON ({e})", config_path) from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise InputError(f"not a {FORMAT} config (no \"format\": \"{FORMAT}\")", config_path)
+    description = config if "model" in config else task_description(config.get("task"),
+                                                                        config.get("hyper_parameters"), config_path)
+    try:
+        state: dict[str, Tensor] = load_file(weights_path)
+    except Exception as e:
+        raise InputError(f"not a readable safetensors file ({type(e).__name__}: {str(e)[:200]})", weights_path) from None
+    return from_state(description, state, weights_path)
+
+
+def load_model(source: str | Path, device: str | torch.device | None = None,
+               expect: type[Model] | None = None) -> Model:
+    """The model in ``source`` (see the module's docstring for what it reads), in eval mode on ``device``
+    (default the CPU); with ``expect``, a model of another kind is refused (foreign weights before their
+    conversion)."""
+    path = Path(source)
+    if path.is_dir():
+        model = load_folder(path)
+    elif not path.is_file():
+        raise InputError("no such checkpoint file or folder", path)
+    else:
+        content = read_weights(path)
+        if isinstance(content, dict) and "multimodal_task" in content:
+            model = from_checkpoint(content, path, expect)
+        else:
+            model = _foreign(content, path, expect)
+    if expect is not None and not isinstance(model, expect):
+        raise InputError(f"this is {a(type(model).__name__)}; {a(expect.__name__)} is needed here", path)
+    return model.to(device or "cpu").eval()
+
+
+def _foreign(content, path: Path, expect: type[Model] | None) -> Model:
+    try:
+        state = state_dict_of(content, path)
+    except InputError:
+        state = {}
+    for keys, name, kind, loader in FORMATS:
+        if any(key in state for key in keys):
+            if expect is not None and kind is not expect:
+                raise InputError(f"these are {name} weights ({a(kind.__name__)}); {a(expect.__name__)} is needed "
+                                 f"here", path)
+            return loader(path, state=state)
+    seen = f"its keys begin {', '.join(list(state)[:4])}" if state else "no state dict of tensors"
+    raise InputError(f"not a model this library knows ({seen}); it reads {UNDERSTOOD}", path)
