@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from multimodal.inference.common import device, script_main
+from multimodal.inference.common import device, device_name, positive, script_main
+from multimodal.outputs import atomic_write, output_file
 
 # dense bf16 tensor-core peaks (FLOP/s), for MFU
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -356,7 +357,8 @@ def plot_attention(result: dict, path: str) -> None:
     fig.suptitle(f"one attention layer, dim {result['dim']}, {result['heads']} heads, window {result['window']}, "
                  f"rank {result['low_rank']}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_write(path) as temporary:
+        fig.savefig(temporary, dpi=100, format="png")
     plt.close(fig)
 
 
@@ -365,13 +367,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", choices=["vit", "clip", "asr", "attention", "all"], default="all")
     parser.add_argument("--compile", action="store_true", help="torch.compile both our model and the reference")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 on GPU, 10 on CPU)")
-    parser.add_argument("--device", default=None)
+    parser.add_argument("--steps", type=positive, default=None, help="timed steps (default: 20 on GPU, 10 on CPU)")
+    parser.add_argument("--device", type=device_name, default=None)
     parser.add_argument("--json", action="store_true", help="JSON only (it is always printed; this drops the notes)")
     parser.add_argument("--plot", metavar="PNG", help="with --task attention or all: time and memory against length")
     args = parser.parse_args(argv)
     if args.plot and args.task not in ("attention", "all"):
         parser.error("--plot draws the attention rows: use it with --task attention or all")
+    if args.plot:
+        output_file(args.plot)  # before minutes of measuring
 
     dev = device(args.device)
     gpu = dev.type == "cuda"

@@ -16,18 +16,19 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from multimodal.data import read_text
 from multimodal.errors import InputError, a
 from multimodal.interop.open_clip import load_open_clip
 from multimodal.interop.timm import load_timm_vit
 from multimodal.interop.weights import read_weights, state_dict_of
 from multimodal.interop.whisper import load_whisper
-from multimodal.models import CLIP, Classifier, Model, SpeechToText, from_state
+from multimodal.models import CLIP, Classifier, Model, SpeechToText, build, from_state, load_converted
+from multimodal.outputs import atomic_write, output_folder
 
 FORMAT = "multimodal-export"
 UNDERSTOOD = ("our Lightning .ckpt, an exported folder (config.json + model.safetensors), or the weights of a "
@@ -45,10 +46,11 @@ TASK_MODELS = {"ImageClassifier": "Classifier", "SpeechRecognizer": "SpeechToTex
 
 def task_description(task: str, hparams: dict, source: str | Path) -> dict:
     """The model description within a task's saved hyper-parameters (checkpoints of any version)."""
-    if task not in TASK_MODELS:
+    if not isinstance(task, str) or task not in TASK_MODELS:
         raise InputError(f"unknown task {task!r}; expected one of {sorted(TASK_MODELS)}", source)
     if not isinstance(hparams, dict):
-        raise InputError("the checkpoint has no hyper-parameters", source)
+        raise InputError("the checkpoint has no hyper-parameters" if hparams is None else
+                         f"the checkpoint's hyper-parameters are {type(hparams).__name__}, not a dict", source)
     model = TASK_MODELS[task]
     fields = {"Classifier": ("vit", "mean", "std"), "SpeechToText": ("encoder", "decoder", "beam_size", "length_penalty"),
               "CLIP": ("vit", "text", "embed_dim", "mean", "std")}[model]
@@ -63,16 +65,26 @@ def task_description(task: str, hparams: dict, source: str | Path) -> dict:
 
 
 def from_checkpoint(checkpoint: dict, source: str | Path, expect: type[Model] | None = None) -> Model:
-    """The model inside the contents of one of our Lightning checkpoints."""
+    """The model inside the contents of one of our Lightning checkpoints; InputError naming ``source`` for any
+    part that is missing or malformed."""
+    if not isinstance(checkpoint, dict):
+        raise InputError(f"not a checkpoint of this library (it holds {type(checkpoint).__name__}, not a dict)",
+                         source)
     task = checkpoint.get("multimodal_task")
-    kind = TASK_MODELS.get(task)
-    if expect is not None and kind is not None and kind != expect.__name__:
+    if not isinstance(task, str) or task not in TASK_MODELS:
+        raise InputError(f"unknown task {task!r}; expected one of {sorted(TASK_MODELS)}", source)
+    kind = TASK_MODELS[task]
+    if expect is not None and kind != expect.__name__:
         raise InputError(f"this is {a(kind)} checkpoint; {a(expect.__name__)} is needed here", source)
-    description = checkpoint.get("multimodal_model") or task_description(task, checkpoint.get("hyper_parameters"),
-                                                                         source)
+    description = checkpoint.get("multimodal_model")
+    if description is None:  # written before the models were apart from the tasks
+        description = task_description(task, checkpoint.get("hyper_parameters"), source)
     state = checkpoint.get("state_dict")
-    if not isinstance(state, dict):
+    if state is None:
         raise InputError("the checkpoint has no state_dict", source)
+    if (not isinstance(state, dict) or not all(isinstance(k, str) for k in state)
+            or not all(isinstance(v, Tensor) for v in state.values())):
+        raise InputError("the checkpoint's state_dict is not a dict of named tensors", source)
     if any(k.startswith("model.") for k in state):  # the task's: its model's weights under model.
         state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
     return from_state(description, state, source)
@@ -80,47 +92,42 @@ def from_checkpoint(checkpoint: dict, source: str | Path, expect: type[Model] | 
 
 def save_model(model: Model, directory: str | Path) -> Path:
     """``model`` as directory/model.safetensors + directory/config.json (its description); returns directory.
-    Each file is written beside its place and renamed into it, the config last, so a folder that has a config
-    is complete."""
-    from safetensors.torch import save_file
+    Both files are written beside their places and renamed into them, the config last; a write that fails (a
+    full disk) leaves the folder as it was."""
+    from safetensors.torch import save
 
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(directory)
     # clones: safetensors refuses tensors that share memory (tied weights, views)
     state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
     config = {"format": FORMAT, "version": 2, **model.describe()}
-    for name, write in (("model.safetensors", lambda p: save_file(state, p, metadata={"model": type(model).__name__})),
-                        ("config.json", lambda p: p.write_text(json.dumps(config, indent=2) + "\n"))):
-        temporary = out / f".{name}.tmp"
-        write(temporary)
-        with open(temporary, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(temporary, out / name)
+    # both are written before either is renamed; the weights are renamed first
+    with atomic_write(out / "config.json") as config_file, atomic_write(out / "model.safetensors") as weights_file:
+        weights_file.write_bytes(save(state, metadata={"model": type(model).__name__}))
+        config_file.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return out
 
 
 def load_folder(directory: str | Path) -> Model:
-    """The model of an exported folder (config.json + model.safetensors), in eval mode on the CPU."""
-    from safetensors.torch import load_file
-
+    """The model of an exported folder (config.json + model.safetensors), in eval mode on the CPU; InputError
+    naming config.json for a description that is not one, model.safetensors for weights that are not its."""
     directory = Path(directory)
     config_path, weights_path = directory / "config.json", directory / "model.safetensors"
     for path in (config_path, weights_path):
         if not path.is_file():
             raise InputError("not an exported model folder (no such file)", path)
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"not valid JSON ({e})", config_path) from None
+        config = json.loads(read_text(config_path, "config"))
+    except json.JSONDecodeError as e:
+        raise InputError(f"not valid JSON ({e.msg} at column {e.colno})", config_path, e.lineno) from None
+    except RecursionError:
+        raise InputError("not valid JSON (nested too deeply)", config_path) from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise InputError(f"not a {FORMAT} config (no \"format\": \"{FORMAT}\")", config_path)
     description = config if "model" in config else task_description(config.get("task"),
                                                                         config.get("hyper_parameters"), config_path)
-    try:
-        state: dict[str, Tensor] = load_file(weights_path)
-    except Exception as e:
-        raise InputError(f"not a readable safetensors file ({type(e).__name__}: {str(e)[:200]})", weights_path) from None
-    return from_state(description, state, weights_path)
+    model = build(description, config_path)
+    load_converted(model, read_weights(weights_path), weights_path)
+    return model.eval()
 
 
 def load_model(source: str | Path, device: str | torch.device | None = None,
@@ -154,6 +161,13 @@ def _foreign(content, path: Path, expect: type[Model] | None) -> Model:
             if expect is not None and kind is not expect:
                 raise InputError(f"these are {name} weights ({a(kind.__name__)}); {a(expect.__name__)} is needed "
                                  f"here", path)
-            return loader(path, state=state)
+            try:
+                return loader(path, state=state)
+            except InputError:
+                raise
+            except (KeyError, ValueError, TypeError, IndexError, AttributeError, RuntimeError) as e:
+                # a file with some of the format's keys whose shapes or values do not make a model
+                raise InputError(f"looks like {name} weights, but they do not make a model ({type(e).__name__}: "
+                                 f"{(str(e).splitlines() or [''])[0][:200]})", path) from None
     seen = f"its keys begin {', '.join(list(state)[:4])}" if state else "no state dict of tensors"
     raise InputError(f"not a model this library knows ({seen}); it reads {UNDERSTOOD}", path)

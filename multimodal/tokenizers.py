@@ -50,11 +50,23 @@ class Tokenizer(ABC):
 
     @staticmethod
     def from_dict(data: dict) -> Tokenizer:
-        """Rebuild any tokenizer from its ``to_dict``, those of converted OpenCLIP / Whisper models too."""
+        """Rebuild any tokenizer from its ``to_dict``, those of converted OpenCLIP / Whisper models too. ValueError
+        saying what is wrong for anything that is not such a dict (a checkpoint's entry may be damaged)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a tokenizer entry must be a dict with a \"type\", not {type(data).__name__}")
         kinds = {cls.kind: cls for cls in (CharTokenizer, BPETokenizer, CLIPTokenizer, WhisperTokenizer)}
-        if data.get("type") not in kinds:
-            raise ValueError(f"unknown tokenizer type {data.get('type')!r}; expected one of {sorted(kinds)}")
-        return kinds[data["type"]](**{k: v for k, v in data.items() if k != "type"})
+        kind = data.get("type")
+        if not isinstance(kind, str) or kind not in kinds:
+            raise ValueError(f"unknown tokenizer type {kind!r}; expected one of {sorted(kinds)}")
+        fields = {k: v for k, v in data.items() if k != "type"}
+        try:
+            return kinds[kind](**fields)
+        except ImportError as e:
+            raise ValueError(f"the {kind!r} tokenizer needs the package {e.name or e}, not installed here "
+                             f"(pip install 'multimodal[interop]')") from e
+        except Exception as e:  # wrong fields or values: the libraries below raise many kinds
+            reason = (str(e).splitlines() or [""])[0][:200]
+            raise ValueError(f"a bad {kind!r} tokenizer entry ({type(e).__name__}: {reason})") from e
 
     def encode_batch(self, texts: Iterable[str], context_length: int) -> tuple[Tensor, Tensor]:
         """<sos> text <eos> for each text, right-padded with <pad> to the longest: (B, T) ids, (B,) lengths.

@@ -22,13 +22,17 @@ def run_script(name: str, *args: str, check: bool = True, cwd: Path | None = Non
 
 def run_main(name: str, *args) -> tuple[int, str, str]:
     """scripts/NAME.py's main() in this process (no interpreter start-up of several seconds): exit status,
-    stdout, stderr. Use run_script where the script must also be proven to run as its own process."""
+    stdout, stderr; argparse's exit (a usage error, --help) counts as the status it gives. Use run_script where
+    the script must also be proven to run as its own process."""
     spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = module.main([str(a) for a in args])
+        try:
+            rc = module.main([str(a) for a in args])
+        except SystemExit as e:
+            rc = e.code
     return rc, out.getvalue(), err.getvalue()
 
 @pytest.fixture(scope="session")

@@ -30,16 +30,27 @@ from multimodal.inference.attention_maps import (
 from multimodal.inference.common import CHECKPOINT_HELP, batches, print_json, script_main
 from multimodal.loading import load_model
 from multimodal.models import CLIP, Classifier, SpeechToText
+from multimodal.outputs import output_folder
+
+
+def png_names(paths: list[Path], out: Path) -> dict[Path, Path]:
+    """out/STEM_attention.png for each input; inputs that share a file name get STEM_2, STEM_3, … in order."""
+    names, seen = {}, {}
+    for path in paths:
+        seen[path.stem] = seen.get(path.stem, 0) + 1
+        suffix = "" if seen[path.stem] == 1 else f"_{seen[path.stem]}"
+        names[path] = out / f"{path.stem}{suffix}_attention.png"
+    return names
 
 
 def image_maps(model: Classifier | CLIP, paths: list[Path], out: Path, quiet: bool) -> list[dict]:
-    results = []
+    pngs, results = png_names(paths, out), []
     for chunk in batches(paths, 32, "attention maps", quiet=quiet):
         images = [load_image(p, model.config.vit.channels) for p in chunk]
         pixels, _ = model.preprocess(images)
         maps = vit_attention_maps(model.vit, (pixels - model.mean) / model.std)
         for i, (path, image) in enumerate(zip(chunk, images)):
-            png = out / f"{path.stem}_attention.png"
+            png = pngs[path]
             one = {name: m[i] for name, m in maps.items()}
             save_image_maps(png, image.resize((model.vit.cfg.image_size,) * 2), one)
             results.append({"input": str(path), "png": str(png), **{k: v.tolist() for k, v in one.items()}})
@@ -62,14 +73,14 @@ def caption_maps(model: CLIP, captions: list[str], out: Path) -> list[dict]:
 
 def speech_maps(model: SpeechToText, paths: list[Path], out: Path, quiet: bool) -> list[dict]:
     window = model.encoder.window_samples
-    results = []
+    pngs, results = png_names(paths, out), []
     for [path] in batches(paths, 1, "attention maps", quiet=quiet):
         waveform = load_audio(path)
         if waveform.shape[0] > window:
             raise InputError(f"{waveform.shape[0] / SAMPLE_RATE:.1f} s is longer than the model's "
                              f"{window / SAMPLE_RATE:.1f} s window; cut the clip to draw its attention", path)
         result = speech_attention(model, waveform)
-        png = out / f"{path.stem}_attention.png"
+        png = pngs[path]
         save_speech_attention(png, result)
         results.append({"input": str(path), "png": str(png), "text": result.text, "tokens": result.tokens,
                         "alignment": result.alignment.tolist()})
@@ -84,19 +95,21 @@ def main(argv: list[str] | None = None) -> int:
                                                   "(speech models)")
     parser.add_argument("--text", action="append", default=[], metavar="CAPTION",
                         help="a caption whose pooled tokens to draw (CLIP; repeatable)")
-    parser.add_argument("--out", type=Path, default=Path("attention_maps"), help="folder for the PNGs")
+    parser.add_argument("--out", type=Path, default=Path("runs/attention"), help="folder for the PNGs "
+                        "(default runs/attention)")
     parser.add_argument("--json", action="store_true", help="print the maps as JSON")
     args = parser.parse_args(argv)
     if not args.inputs and not args.text:
         parser.error("give image or audio files or folders, or --text captions")
 
+    output_folder(args.out)
     model = load_model(args.checkpoint)
     kind = type(model).__name__
     if args.text and not isinstance(model, CLIP):
         raise InputError(f"--text needs a CLIP checkpoint; this is {a(kind)}", args.checkpoint)
     speech = isinstance(model, SpeechToText)
     modality, find, other = ("audio", find_audio, IMAGE_SUFFIXES) if speech else ("image", find_images, AUDIO_SUFFIXES)
-    paths = [p for item in args.inputs for p in find(item)]
+    paths = list(dict.fromkeys(p for item in args.inputs for p in find(item)))  # each input once
     wrong = next((p for p in paths if p.suffix.lower() in other), None)
     if wrong:
         raise InputError(f"{'an image' if speech else 'an audio'} file, but {a(kind)} checkpoint draws attention maps "

@@ -11,7 +11,9 @@ from multimodal.inference.classify import classify, collect
 from multimodal.inference.common import (
     CHECKPOINT_HELP,
     device,
+    device_name,
     format_scores,
+    positive,
     print_json,
     print_predictions,
     script_main,
@@ -25,9 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help=f"an image classifier: {CHECKPOINT_HELP}")
     parser.add_argument("paths", nargs="+", help="image files or folders")
-    parser.add_argument("--top-k", type=int, default=5, help="labels to show per image (default 5)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", default=None, help="cpu, cuda, … (default: cuda when available)")
+    parser.add_argument("--top-k", type=positive, default=5, help="labels to show per image (default 5)")
+    parser.add_argument("--batch-size", type=positive, default=64)
+    parser.add_argument("--device", type=device_name, default=None, help="cpu, cuda, … (default: cuda when available)")
     parser.add_argument("--json", action="store_true", help="print machine-readable results")
     args = parser.parse_args(argv)
 

@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 
 from multimodal.data import export
-from multimodal.inference.common import print_json, script_main
+from multimodal.errors import InputError
+from multimodal.inference.common import at_least, positive, print_json, script_main
+from multimodal.outputs import output_folder
 
 
 @script_main
@@ -23,30 +25,39 @@ def main(argv: list[str] | None = None) -> int:
     shapes = sub.add_parser("shape-classes", help="single-object shapes-world images in class folders")
     shapes.add_argument("out", type=Path)
     shapes.add_argument("--target", choices=["shape", "color_shape"], default="shape")
-    shapes.add_argument("--train-size", type=int, default=2000)
-    shapes.add_argument("--test-size", type=int, default=500)
-    shapes.add_argument("--image-size", type=int, default=64)
+    shapes.add_argument("--train-size", type=at_least(0), default=2000)
+    shapes.add_argument("--test-size", type=at_least(0), default=500)
+    shapes.add_argument("--image-size", type=positive, default=64)
     shapes.add_argument("--seed", type=int, default=0)
     pairs = sub.add_parser("shapes", help="shapes-world image–caption pairs (JSONL), zero-shot class folders and a "
                                           "two-object retrieval set; held-out colour–shape pairs never in train")
     pairs.add_argument("out", type=Path)
-    pairs.add_argument("--train-size", type=int, default=10000, help="training images (half one-, half two-object)")
-    pairs.add_argument("--test-size", type=int, default=1000, help="test (validation) images")
-    pairs.add_argument("--retrieval-size", type=int, default=1000, help="two-object test images for retrieval")
-    pairs.add_argument("--zero-shot-per-class", type=int, default=20, help="test images per colour+shape class")
+    pairs.add_argument("--train-size", type=at_least(0), default=10000, help="training images (half one-, half two-object)")
+    pairs.add_argument("--test-size", type=at_least(0), default=1000, help="test (validation) images")
+    pairs.add_argument("--retrieval-size", type=at_least(0), default=1000, help="two-object test images for retrieval")
+    pairs.add_argument("--zero-shot-per-class", type=at_least(0), default=20, help="test images per colour+shape class")
     pairs.add_argument("--gray-fraction", type=float, default=0.25,
                        help="share of one-object training scenes (not white or gray) drawn in grayscale, captioned "
                             "without the colour: it teaches shape from every colour channel")
-    pairs.add_argument("--image-size", type=int, default=64)
+    pairs.add_argument("--image-size", type=positive, default=64)
     pairs.add_argument("--seed", type=int, default=0)
     speech = sub.add_parser("speech", help="shapes-world sentences and digit strings spoken by espeak-ng: "
                                            "train.jsonl / test.jsonl + clips/; test voices are held out")
     speech.add_argument("out", type=Path)
-    speech.add_argument("--train-size", type=int, default=20000, help="training clips")
-    speech.add_argument("--test-size", type=int, default=500, help="test clips (held-out voices)")
+    speech.add_argument("--train-size", type=at_least(0), default=20000, help="training clips")
+    speech.add_argument("--test-size", type=at_least(0), default=500, help="test clips (held-out voices)")
     speech.add_argument("--seed", type=int, default=0)
-    speech.add_argument("--workers", type=int, default=1, help="synthesizing processes (same bytes for any number)")
+    speech.add_argument("--workers", type=positive, default=1, help="synthesizing processes (same bytes for any number)")
     args = parser.parse_args(argv)
+    output_folder(args.out, create=False)  # created by the writers, after they have checked the sizes
+    try:
+        return write(args, parser)
+    except OSError as e:  # a full disk, a file where a folder goes
+        raise InputError(f"cannot write the data set ({e.strerror or type(e).__name__}: {e.filename or ''})",
+                         args.out) from None
+
+
+def write(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     if args.dataset == "speech":
         from multimodal.data.speech_synth import make_speech_manifest

@@ -11,10 +11,11 @@ recall@1/5/10 text→image and image→text (an image is a hit if any of its cap
 import argparse
 import sys
 
-from multimodal.inference.common import CHECKPOINT_HELP, device, print_json, script_main
+from multimodal.inference.common import CHECKPOINT_HELP, device, device_name, positive, print_json, script_main
 from multimodal.inference.retrieval import build_index, contact_sheet, evaluate, query
 from multimodal.loading import load_model
 from multimodal.models import CLIP
+from multimodal.outputs import output_file
 
 
 @script_main
@@ -23,8 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--checkpoint", required=True, help=f"a CLIP: {CHECKPOINT_HELP}")
-    common.add_argument("--batch-size", type=int, default=64)
-    common.add_argument("--device", default=None, help="cpu, cuda, … (default: cuda when available)")
+    common.add_argument("--batch-size", type=positive, default=64)
+    common.add_argument("--device", type=device_name, default=None, help="cpu, cuda, … (default: cuda when available)")
     common.add_argument("--json", action="store_true", help="print machine-readable results")
     p = sub.add_parser("index", parents=[common], help="embed every image under the folders into an index file")
     p.add_argument("--images", nargs="+", required=True, help="image files or folders (searched recursively)")
@@ -34,12 +35,15 @@ def main(argv: list[str] | None = None) -> int:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--text", help='e.g. "a small red star"')
     what.add_argument("--image", help="an image file")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=positive, default=5)
     p.add_argument("--sheet", help="also write a contact sheet PNG of the top results")
     p = sub.add_parser("eval", parents=[common], help="recall@1/5/10 both ways on an image–caption pairs file")
     p.add_argument("--pairs", required=True, help="CSV or JSONL with image and caption")
     args = parser.parse_args(argv)
 
+    for path in (getattr(args, "out", None), getattr(args, "sheet", None)):
+        if path:
+            output_file(path)  # before the model is loaded and the images embedded
     model = load_model(args.checkpoint, device(args.device), expect=CLIP)
     if args.command == "index":
         result = build_index(model, args.images, args.out, args.batch_size, quiet=args.json)

@@ -6,16 +6,33 @@
     multimodal train fit --config configs/vit_shapes.yaml --pretrained MODEL
 --pretrained (or `pretrained:` in a recipe) starts fit from the weights of a model of the recipe's task: a
 .ckpt, an exported folder, or timm / OpenCLIP / Whisper weights; --ckpt_path, which resumes, still wins.
+
+--ckpt_path is read weights-only and must be a checkpoint of the recipe's task, checked before anything is built;
+checkpoints are saved atomically (multimodal.tasks.checkpointing.SafeCheckpointIO). SIGTERM (a scheduler's stop)
+saves the run to last.ckpt at the end of the running batch and exits with status 143; `--ckpt_path last` then
+goes on exactly as the uninterrupted run would have.
 """
 
+import importlib
 import sys
 
 import lightning as L
+from lightning.fabric.plugins import CheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from multimodal.inference.common import CHECKPOINT_HELP, script_main
 from multimodal.loading import load_model
 from multimodal.tasks import Task
+from multimodal.tasks.checkpointing import (
+    SIGTERM_STATUS,
+    SafeCheckpointIO,
+    check_checkpoint,
+    find_last,
+    read_checkpoint,
+    stopped_message,
+)
 
 
 class CLI(LightningCLI):
@@ -30,6 +47,58 @@ class CLI(LightningCLI):
         if path := self.config.fit.pretrained:
             self.model.start_from(load_model(path, expect=self.model.model_class), path)
 
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI's own reads a --ckpt_path file's hyper-parameters into the model's config, its
+        ``_class_path`` included: another task's checkpoint replaced the recipe's model. Here the file (or, for
+        ``last``, the one Lightning will pick in the recipe's ModelCheckpoint folders) is read weights-only and
+        checked against the recipe's task first; a file's hyper-parameters are then taken for the recipe's class."""
+        subcommand = self.config.get("subcommand")
+        config = self.config.get(subcommand) if subcommand else None
+        ckpt_path = config.get("ckpt_path") if config else None
+        if not ckpt_path:
+            return
+        class_path = config.model.class_path
+        module, _, name = class_path.rpartition(".")
+        task = getattr(importlib.import_module(module), name).__name__
+        resume = subcommand == "fit"
+        if ckpt_path == "last":
+            if path := find_last(_checkpoint_folders(config)):
+                check_checkpoint(read_checkpoint(path), path, task, resume=resume)
+            return
+        if ckpt_path in ("best", "hpc") or "://" in str(ckpt_path) or str(ckpt_path).startswith("registry:"):
+            return  # Lightning's own: the run's best checkpoint, SLURM's, a remote or a model registry's one
+        checkpoint = check_checkpoint(read_checkpoint(ckpt_path), ckpt_path, task, resume=resume)
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        for key in ("_instantiator", "_class_path"):
+            hparams.pop(key, None)
+        if hparams:
+            self.config = self.parser.parse_object(
+                {subcommand: {"model": {"class_path": class_path, "dict_kwargs": hparams}}}, self.config)
+
+    def instantiate_trainer(self, **kwargs) -> L.Trainer:
+        """The trainer of the recipe, its checkpoints written and read by SafeCheckpointIO unless the recipe names
+        a CheckpointIO of its own."""
+        plugins = self._get(self.config_init, "trainer", default={}).get("plugins")
+        plugins = [] if plugins is None else list(plugins) if isinstance(plugins, list) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            plugins.append(SafeCheckpointIO())
+        return super().instantiate_trainer(**{"plugins": plugins, **kwargs})
+
+
+def _checkpoint_folders(config) -> list[str]:
+    """The dirpaths of the recipe's ModelCheckpoint callbacks."""
+    folders = []
+    for callback in config.trainer.get("callbacks") or []:
+        class_path, init_args = callback.get("class_path"), callback.get("init_args") or {}
+        module, _, name = (class_path or "").rpartition(".")
+        try:
+            is_checkpoint = issubclass(getattr(importlib.import_module(module), name), ModelCheckpoint)
+        except (ImportError, AttributeError, TypeError, ValueError):
+            continue
+        if is_checkpoint and init_args.get("dirpath"):
+            folders.append(init_args["dirpath"])
+    return folders
+
 
 def build_cli(args: list[str] | None = None) -> LightningCLI:
     return CLI(Task, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
@@ -37,9 +106,14 @@ def build_cli(args: list[str] | None = None) -> LightningCLI:
 
 
 @script_main
-def main(argv: list[str] | None = None) -> None:
-    """The command line: bad input (a missing data file, weights of another task) is one line, exit status 2."""
-    build_cli(argv)
+def main(argv: list[str] | None = None) -> int | None:
+    """The command line: bad input (a missing data file, weights of another task) is one line, exit status 2; a
+    run stopped by SIGTERM says where it saved and how to go on, exit status 143."""
+    try:
+        build_cli(argv)
+    except SIGTERMException as stop:  # Lightning's, a SystemExit of status 0
+        print(stopped_message(stop), file=sys.stderr)
+        return SIGTERM_STATUS
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ transcribed in windows (a warning says so), or refused with --long-audio refuse.
 import argparse
 import sys
 
-from multimodal.inference.common import CHECKPOINT_HELP, device, print_json, script_main
+from multimodal.inference.common import CHECKPOINT_HELP, device, device_name, positive, print_json, script_main
 from multimodal.inference.transcribe import transcribe_files, transcribe_manifest
 from multimodal.loading import load_model
 from multimodal.models.speech import LONG_AUDIO, SpeechToText
@@ -21,19 +21,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", required=True, help=f"a speech-to-text model: {CHECKPOINT_HELP}")
     parser.add_argument("audio", nargs="*", help="audio files")
     parser.add_argument("--manifest", help="a JSONL manifest ({\"audio\": ..., \"text\": ...} lines): report WER / CER")
-    parser.add_argument("--beam-size", type=int, default=None, help="1 = greedy (default: the model's setting)")
+    parser.add_argument("--beam-size", type=positive, default=None, help="1 = greedy (default: the model's setting)")
     parser.add_argument("--long-audio", choices=LONG_AUDIO, default="split",
                         help="audio longer than the model's window: split into windows (default) or refuse")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--device", default=None, help="cpu, cuda, … (default: cuda when available)")
+    parser.add_argument("--batch-size", type=positive, default=16)
+    parser.add_argument("--device", type=device_name, default=None, help="cpu, cuda, … (default: cuda when available)")
     parser.add_argument("--json", action="store_true", help="print machine-readable results")
     args = parser.parse_args(argv)
     if not args.audio and not args.manifest:
         parser.error("give audio files or --manifest")
     if args.audio and args.manifest:
         parser.error("give either audio files or --manifest, not both")
-    if args.beam_size is not None and args.beam_size < 1:
-        parser.error("--beam-size must be at least 1")
 
     model = load_model(args.checkpoint, device(args.device), expect=SpeechToText)
     options = dict(beam_size=args.beam_size, batch_size=args.batch_size, long_audio=args.long_audio, quiet=args.json)

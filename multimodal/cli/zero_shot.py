@@ -14,7 +14,9 @@ import sys
 from multimodal.inference.common import (
     CHECKPOINT_HELP,
     device,
+    device_name,
     format_scores,
+    positive,
     print_json,
     print_predictions,
     script_main,
@@ -34,9 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--classes-file", help="a text file with one class name per line")
     parser.add_argument("--templates", help=f"a text file with one prompt template per line, {{}} for the class "
                                             f"(default: {', '.join(map(repr, DEFAULT_TEMPLATES))})")
-    parser.add_argument("--top-k", type=int, default=5, help="labels to show per image (default 5)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", default=None, help="cpu, cuda, … (default: cuda when available)")
+    parser.add_argument("--top-k", type=positive, default=5, help="labels to show per image (default 5)")
+    parser.add_argument("--batch-size", type=positive, default=64)
+    parser.add_argument("--device", type=device_name, default=None, help="cpu, cuda, … (default: cuda when available)")
     parser.add_argument("--json", action="store_true", help="print machine-readable results")
     args = parser.parse_args(argv)
 

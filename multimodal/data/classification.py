@@ -31,7 +31,8 @@ class ImageClassificationData(L.LightningDataModule):
         self.test_set: Dataset | None = None
 
     def datasets(self, train: tuple[list, list[int]], val: tuple[list, list[int]], test: tuple[list, list[int]]) -> None:
-        self.train_set = ImageDataset(*train, train_transform(self.image_size, self.augment, self.channels), self.channels)
+        self.train_set = ImageDataset(*train, train_transform(self.image_size, self.augment, self.channels), self.channels,
+                                      skip_bad=True)
         evaluate = EvalTransform(self.image_size)
         self.val_set = ImageDataset(*val, evaluate, self.channels)
         self.test_set = ImageDataset(*test, evaluate, self.channels)

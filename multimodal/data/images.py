@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -15,38 +16,96 @@ from torchvision.transforms import v2
 from multimodal.data import find_files
 from multimodal.errors import InputError
 
+T = TypeVar("T")
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-IMAGE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError)  # what PIL raises for a file it cannot decode
+# what PIL raises for a file it cannot decode; check_image and load_image word them all as InputError
+IMAGE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+def max_pixels() -> int | None:
+    """The most pixels (width × height) an image may have: PIL's ``Image.MAX_IMAGE_PIXELS`` (89,478,485 unless
+    set otherwise; None: no limit), so that a larger image is refused before its pixels are allocated."""
+    return Image.MAX_IMAGE_PIXELS
+
+
+def _claimed_size(path: Path) -> tuple[int, int] | None:
+    """The (width, height) an image file's header claims, read as ``Image.open`` reads it but without PIL's
+    decompression-bomb check, which refuses an image far over the limit before telling its size."""
+    Image.init()
+    try:
+        with path.open("rb") as f:
+            prefix = f.read(16)
+            for name in Image.ID:
+                factory, accept = Image.OPEN[name]
+                try:
+                    accepted = accept is None or accept(prefix)
+                    if accepted and not isinstance(accepted, str):  # a str is PIL's reason to refuse
+                        f.seek(0)
+                        return tuple(factory(f, str(path)).size)
+                except Exception:  # not this format
+                    continue
+    except OSError:
+        pass
+    return None
+
+
+def _too_large(size: tuple[int, int] | None, limit: int) -> str:
+    shown = f"image of {size[0]}×{size[1]} pixels" if size else "image"
+    return f"{shown} is larger than the {limit:,}-pixel limit (PIL.Image.MAX_IMAGE_PIXELS)"
 
 
 def check_image(path: str | Path, load: bool = False) -> Image.Image:
-    """The image file opened by PIL, checked: every pixel decoded (``load``; the image returned holds them) or
-    only the file's structure (``Image.verify``, faster; the image returned is closed). InputError naming the
-    path for a missing or empty file; PIL's own error, one of IMAGE_ERRORS, for one it cannot decode, for the
-    caller to word."""
+    """The image file opened by PIL and checked, or InputError naming the file and the reason (missing, empty,
+    not an image, truncated or corrupt, more pixels than ``max_pixels()``). Every byte of the pixel data is
+    decoded either way, so that a file that would fail in training fails here: ``load`` keeps the pixels in the
+    image returned; without it the image returned is closed, and a JPEG is decoded at 1/8 scale, which reads
+    all its data (a truncated file still fails) 3-4 times faster."""
     path = Path(path)
     if not path.is_file():
         raise InputError("no such image file", path)
     if path.stat().st_size == 0:
         raise InputError("empty file (0 bytes), not an image", path)
-    with Image.open(path) as image:
-        if load:
-            image.load()
-        else:
-            image.verify()
+    limit = max_pixels()
+    try:
+        with warnings.catch_warnings():
+            # PIL warns above the limit and refuses above twice it; the size is checked below instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except Image.DecompressionBombError:  # only where there is a limit
+        raise InputError(_too_large(_claimed_size(path), limit or 0), path) from None
+    except Exception as e:  # whatever PIL raises for a file it cannot read
+        raise InputError(f"not a readable image ({_why(e, path)})", path) from None
+    with image:
+        if limit is not None and image.width * image.height > limit:
+            raise InputError(_too_large(image.size, limit), path)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                if not load and image.format == "JPEG":
+                    image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
+                image.load()
+        except Image.DecompressionBombError:  # a frame or tile larger than the image (GIF, TIFF)
+            raise InputError(_too_large(None, limit or 0), path) from None
+        except Exception as e:  # truncated, corrupt, an unsupported variant of the format
+            raise InputError(f"not a readable image ({_why(e, path)})", path) from None
     return image
+
+
+def _why(error: Exception, path: Path) -> str:
+    """PIL's reason in one short line, the path (which the InputError names) left out."""
+    text = (str(error).splitlines() or [""])[0].replace(f"'{path}'", "").replace(str(path), "").strip()
+    return f"{type(error).__name__}: {text[:200]}" if text else type(error).__name__
 
 
 def load_image(path: str | Path, channels: int = 3) -> Image.Image:
     """Open an image as 8-bit RGB (channels=3) or gray (channels=1), or raise InputError naming it."""
     path = Path(path)
+    image = check_image(path, load=True)
     try:
-        image = check_image(path, load=True)
-    except InputError:  # a ValueError too: already worded
-        raise
-    except IMAGE_ERRORS as e:
-        raise InputError(f"not a readable image ({e})", path) from None
-    return to_8bit(image).convert("RGB" if channels == 3 else "L")
+        return to_8bit(image).convert("RGB" if channels == 3 else "L")
+    except Exception as e:  # a mode PIL cannot convert
+        raise InputError(f"not a readable image ({_why(e, path)})", path) from None
 
 
 def to_8bit(image: Image.Image) -> Image.Image:
@@ -95,19 +154,41 @@ def train_transform(image_size: int, augment: str | None, channels: int = 3) -> 
 
 
 class ImageDataset(Dataset):
-    """Images held in memory (PIL) or as paths, with integer labels."""
+    """Images held in memory (PIL) or as paths, with integer labels. With ``skip_bad`` (training), an image that
+    fails to load although it passed the check before training (changed or removed since) is named in a warning
+    and replaced by the next readable one, so that training goes on; without it, InputError names it."""
 
     def __init__(self, images: Sequence[Image.Image | Path], labels: Sequence[int], transform: Callable,
-                 channels: int = 3):
+                 channels: int = 3, skip_bad: bool = False):
         self.images, self.labels, self.transform, self.channels = images, labels, transform, channels
+        self.skip_bad, self.bad = skip_bad, set()
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        image = self.images[i]
-        image = load_image(image, self.channels) if isinstance(image, Path) else image
+        i, image = first_loadable(self, i, self.load)
         return self.transform(image), self.labels[i]
+
+    def load(self, i: int) -> Image.Image:
+        image = self.images[i]
+        return load_image(image, self.channels) if isinstance(image, Path) else image
+
+
+def first_loadable(dataset, i: int, load: Callable[[int], T]) -> tuple[int, T]:
+    """(i, ``load(i)``); with ``dataset.skip_bad``, the first index from ``i`` on (wrapping round) whose item
+    loads: one that fails is named in a warning and passed over from then on (``dataset.bad``)."""
+    if not dataset.skip_bad:
+        return i, load(i)
+    for j in (k % len(dataset) for k in range(i, i + len(dataset))):
+        if j in dataset.bad:
+            continue
+        try:
+            return j, load(j)
+        except InputError as e:
+            dataset.bad.add(j)
+            warnings.warn(f"skipped an image that no longer loads ({len(dataset.bad)} so far): {e}", stacklevel=2)
+    raise InputError("none of the training images loads any more")
 
 
 def find_images(root: str | Path) -> list[Path]:
@@ -155,14 +236,14 @@ def collect_images(inputs: Sequence[str | Path], classes: Sequence[str],
 
 
 def readable(paths: Sequence[Path], what: str) -> list[Path]:
-    """Keep the images PIL can decode; warn once with how many were skipped and which."""
+    """Keep the images PIL can decode in full (``check_image``); warn once with how many were skipped and which."""
     good, bad = [], []
     for path in paths:
         try:
             check_image(path)
             good.append(path)
-        except (InputError, *IMAGE_ERRORS) as e:
-            bad.append(f"{path} ({type(e).__name__})")
+        except InputError as e:
+            bad.append(f"{path} ({e.reason})")
     if bad:
         warnings.warn(f"skipped {len(bad)} unreadable image(s) in {what}: {', '.join(bad[:5])}"
                       f"{' …' if len(bad) > 5 else ''}", stacklevel=2)

@@ -14,6 +14,7 @@ with it the loss, asks which of them a caption describes; a random batch seldom 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 import warnings
@@ -24,7 +25,8 @@ import lightning as L
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from multimodal.data.images import IMAGE_ERRORS, EvalTransform, check_image, load_image, train_transform
+from multimodal.data import read_text, split_lines
+from multimodal.data.images import EvalTransform, check_image, first_loadable, load_image, train_transform
 from multimodal.data.shapes import (
     ACHROMATIC,
     COLORS,
@@ -60,49 +62,52 @@ class Pairs:
 
 
 def _rows(path: Path):
-    """(line number, dict) for each data row of a CSV or JSONL file."""
+    """(line number, dict) for each data row of a CSV or JSONL file (read with ``read_text``: UTF-8, a
+    byte-order mark dropped)."""
+    text = read_text(path, "pairs")
     if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        try:
+            fieldnames = [name.strip() for name in reader.fieldnames or []]
+            reader.fieldnames = fieldnames
+            missing = [c for c in COLUMNS if c not in fieldnames]
             if missing:
                 raise InputError(f"missing column(s) {', '.join(missing)} in the header "
-                                 f"(found: {', '.join(reader.fieldnames or []) or 'nothing'})", path, 1)
+                                 f"(found: {', '.join(fieldnames) or 'nothing'})", path, 1)
             for row in reader:
                 yield reader.line_num, row
+        except csv.Error as e:
+            raise InputError(f"not a readable CSV line ({e})", path, reader.line_num) from None
         return
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"not a JSON line ({e.msg})", path, n) from None
-            if not isinstance(row, dict):
-                raise InputError("a line must be a JSON object with 'image' and 'caption'", path, n)
-            missing = [c for c in COLUMNS if c not in row]
-            if missing:
-                raise InputError(f"missing key(s) {', '.join(missing)}", path, n)
-            yield n, row
+    for n, line in enumerate(split_lines(text), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"not a JSON line ({e.msg})", path, n) from None
+        if not isinstance(row, dict):
+            raise InputError("a line must be a JSON object with 'image' and 'caption'", path, n)
+        missing = [c for c in COLUMNS if c not in row]
+        if missing:
+            raise InputError(f"missing key(s) {', '.join(missing)}", path, n)
+        yield n, row
 
 
 def _check_image(path: Path) -> str | None:
-    """None if PIL can decode the image, else the reason."""
+    """None if PIL can decode the whole image, else the reason."""
     try:
         check_image(path)
-    except InputError as e:  # missing or empty
-        return f"{e.reason} {path}"
-    except IMAGE_ERRORS as e:
-        return f"unreadable image {path} ({type(e).__name__})"
+    except InputError as e:
+        if e.reason.startswith("not a readable image"):
+            return f"unreadable image {path} {e.reason.removeprefix('not a readable image').strip()}"
+        return f"{path}: {e.reason}"
     return None
 
 
 def read_pairs(path: str | Path, skip_bad: bool = False) -> Pairs:
     """Read and check a pairs file (.csv, or JSON lines in any other suffix such as .jsonl)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError("no such pairs file", path)
     order: dict[Path, list[str]] = {}
     group_of: dict[Path, str | None] = {}
     checked: dict[Path, str | None] = {}
@@ -145,20 +150,24 @@ class PairsDataset(Dataset):
     """One item per image: (image (3, H, W) in [0, 1], one of its captions, image index).
 
     Training draws a caption per image each time it is read (so each epoch may pair an image with another
-    of its captions, and no image appears twice in a batch); evaluation always takes the first.
+    of its captions, and no image appears twice in a batch); evaluation always takes the first. With
+    ``skip_bad`` (training), an image that no longer loads (changed since the check) is named in a warning and
+    replaced by the next one that does, so that training goes on.
     """
 
-    def __init__(self, pairs: Pairs, transform, sample_caption: bool, seed: int = 0):
+    def __init__(self, pairs: Pairs, transform, sample_caption: bool, seed: int = 0, skip_bad: bool = False):
         self.pairs, self.transform, self.sample_caption = pairs, transform, sample_caption
         self.rng = random.Random(seed)
+        self.skip_bad, self.bad = skip_bad, set()
 
     def __len__(self) -> int:
         return len(self.pairs.images)
 
     def __getitem__(self, i: int) -> tuple[Tensor, str, int]:
+        i, image = first_loadable(self, i, lambda j: load_image(self.pairs.images[j]))
         captions = self.pairs.captions[i]
         text = self.rng.choice(captions) if self.sample_caption else captions[0]
-        return self.transform(load_image(self.pairs.images[i])), text, i
+        return self.transform(image), text, i
 
 
 class GroupShuffle(Sampler[int]):
@@ -222,7 +231,7 @@ class PairsData(L.LightningDataModule):
         if pairs is None:
             return []
         transform = train_transform(self.image_size, self.augment) if train else EvalTransform(self.image_size)
-        dataset = PairsDataset(pairs, transform, sample_caption=train, seed=self.seed)
+        dataset = PairsDataset(pairs, transform, sample_caption=train, seed=self.seed, skip_bad=train)
         grouped = train and self.group_batches and any(g is not None for g in pairs.groups)
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=train and not grouped,
                           sampler=GroupShuffle(pairs.groups, self.seed) if grouped else None,

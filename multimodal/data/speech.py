@@ -21,6 +21,7 @@ import torchaudio.functional as AF
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from multimodal.data import read_text, split_lines
 from multimodal.data.audio import MIN_SECONDS, SAMPLE_RATE, load_audio
 from multimodal.encoders.audio import pad_waveforms
 from multimodal.errors import InputError
@@ -79,12 +80,7 @@ def read_manifest(path: str | Path, skip_bad: bool = False, check_audio: bool = 
     ignored. ``check_audio`` reads every clip in full (else only the file headers).
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError("no such manifest file", path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise InputError(f"not a UTF-8 text file ({e.reason} at byte {e.start})", path) from None
+    lines = split_lines(read_text(path, "manifest"))
     good, bad = [], []
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():

@@ -70,8 +70,14 @@ class AudioEncoderConfig:
     num_masks: int = 2
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
 
-    def __post_init__(self):
+    def __post_init__(self):  # a config may come from a damaged file: every field is checked before layers are built
         self.transformer = as_config(TransformerConfig, self.transformer)
+        for name, low, high in (("n_mels", 1, N_FFT // 2 + 1), ("max_frames", 1, None), ("freq_mask_param", 0, None),
+                                ("time_mask_param", 0, None), ("num_masks", 0, None)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low or (high and value > high):
+                raise ValueError(f"audio encoder {name} must be an integer from {low}{f' to {high}' if high else ' up'}, "
+                                 f"got {value!r}")
 
 
 class AudioEncoder(nn.Module):

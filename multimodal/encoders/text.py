@@ -26,8 +26,12 @@ class TextConfig:
     embed_dim: int = 512  # TextEncoder's output size (the joint image-text space); unused by TextDecoder
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
 
-    def __post_init__(self):
+    def __post_init__(self):  # a config may come from a damaged file: every field is checked before layers are built
         self.transformer = as_config(TransformerConfig, self.transformer)
+        for name in ("vocab_size", "context_length", "embed_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"text {name} must be a positive integer, got {value!r}")
 
 
 class TextTransformer(nn.Module):

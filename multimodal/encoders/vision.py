@@ -21,10 +21,18 @@ class ViTConfig:
     pre_norm: bool = False  # a LayerNorm before the blocks, as in CLIP's image tower
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
 
-    def __post_init__(self):
+    def __post_init__(self):  # a config may come from a damaged file: every field is checked before layers are built
         self.transformer = as_config(TransformerConfig, self.transformer)
+        for name in ("image_size", "patch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"vit {name} must be a positive integer, got {value!r}")
+        if not isinstance(self.channels, int) or isinstance(self.channels, bool) or self.channels not in (1, 3):
+            raise ValueError(f"vit channels must be 1 (gray) or 3 (RGB), as the image readers give, got {self.channels!r}")
         if self.pool not in ("cls", "mean"):
             raise ValueError(f"pool must be 'cls' or 'mean', got {self.pool!r}")
+        if not isinstance(self.pre_norm, bool):
+            raise ValueError(f"vit pre_norm must be true or false, got {self.pre_norm!r}")
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
 

@@ -19,6 +19,7 @@ from multimodal.encoders.audio import HOP_LENGTH, SAMPLE_RATE
 from multimodal.encoders.text import TextEncoder, greedy_decode
 from multimodal.models import SpeechToText
 from multimodal.nn import record_attention
+from multimodal.outputs import atomic_write
 from multimodal.tokenizers import Tokenizer
 
 
@@ -67,8 +68,8 @@ def overlay(image: Image.Image, maps: dict[str, Tensor]) -> Image.Image:
 
 
 def save_image_maps(path: Path, image: Image.Image, maps: dict[str, Tensor]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    overlay(image, maps).save(path)
+    with atomic_write(path) as temporary:
+        overlay(image, maps).save(temporary, format="PNG")
 
 
 def token_pieces(tokenizer: Tokenizer, ids: Iterable[int]) -> list[str]:
@@ -137,8 +138,8 @@ def save_text_weights(path: Path, caption: str, tokens: list[str], weights: Tens
     ax.set_ylim(0, max(values) * 1.2 + 1e-8)
     ax.set_ylabel("weight at <eos>")
     ax.set_title(f"{caption!r}: what the text tower pools (last layer)", fontsize=10)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    with atomic_write(path) as temporary:
+        fig.savefig(temporary, dpi=100, format="png")
 
 
 def save_speech_attention(path: Path, result: SpeechAttention) -> None:
@@ -158,5 +159,5 @@ def save_speech_attention(path: Path, result: SpeechAttention) -> None:
     bottom.set_yticks(np.arange(rows) + 0.5, [shown(t) for t in result.tokens], fontsize=8 if rows < 40 else 5)
     bottom.set_ylabel("predicted token")
     bottom.set_xlabel("seconds")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    with atomic_write(path) as temporary:
+        fig.savefig(temporary, dpi=100, format="png")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import sys
@@ -30,7 +31,10 @@ def script_main(main: Callable[..., int | None]) -> Callable[..., int]:
         try:
             return main(*args, **kwargs) or 0
         except InputError as e:
-            print(f"error: {e}", file=sys.stderr)
+            message = str(e)
+            if "Original Traceback" in message:  # raised in a DataLoader worker: keep the worker's last line
+                message = message.strip().splitlines()[-1].removeprefix(f"{InputError.__module__}.InputError: ")
+            print(f"error: {message}", file=sys.stderr)
             return 2
 
     return wrapper
@@ -38,6 +42,39 @@ def script_main(main: Callable[..., int | None]) -> Callable[..., int]:
 
 def device(name: str | None = None) -> torch.device:
     return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def device_name(name: str) -> str:
+    """An argparse type: a device this machine has (cpu, cuda, cuda:N, mps)."""
+    try:
+        chosen = torch.device(name)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"unknown device {name!r}: use cpu, cuda, cuda:N or mps") from None
+    if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"no device {name!r} here ({torch.cuda.device_count()} CUDA devices)")
+    if chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError("no device 'mps' here")
+    if chosen.type not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(f"unsupported device {name!r}: use cpu, cuda, cuda:N or mps")
+    return name
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+positive = at_least(1)
 
 
 def batches(items: Sequence[T], size: int, desc: str, quiet: bool = False) -> Iterator[Sequence[T]]:
@@ -63,6 +100,8 @@ def image_batches(preprocess: ImagePreprocess, paths: Sequence[Path], batch_size
                 skipped.append(str(e))
         if tensors:
             yield torch.stack(tensors), kept
+    if skipped and len(skipped) == len(paths):
+        raise InputError(f"no readable image among {len(paths)}; the first: {skipped[0]}")
     if skipped:
         warnings.warn(f"skipped {len(skipped)} unreadable image(s): " + "; ".join(skipped[:5]))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -18,6 +19,7 @@ from multimodal.data.pairs import read_pairs
 from multimodal.errors import InputError
 from multimodal.inference.zero_shot import embed_images
 from multimodal.metrics import recall_at_k
+from multimodal.outputs import atomic_write
 
 INDEX_FORMAT = "multimodal-retrieval-index/1"
 
@@ -33,7 +35,7 @@ def fingerprint(model) -> str:
 
 
 def build_index(model, inputs: list[str | Path], out: str | Path, batch_size: int = 64, quiet: bool = False) -> dict:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     paths = []
     for item in inputs:
@@ -41,13 +43,10 @@ def build_index(model, inputs: list[str | Path], out: str | Path, batch_size: in
     if not paths:
         raise InputError("no image files found", ", ".join(map(str, inputs)))
     embeddings, kept, skipped = embed_images(model, paths, batch_size, quiet)
-    if not kept:
-        raise InputError("no readable images", ", ".join(map(str, inputs)))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"format": INDEX_FORMAT, "fingerprint": fingerprint(model),
                 "paths": json.dumps([str(p.resolve()) for p in kept])}
-    save_file({"embeddings": embeddings.contiguous()}, str(out), metadata=metadata)
+    with atomic_write(out) as temporary:
+        temporary.write_bytes(save({"embeddings": embeddings.contiguous()}, metadata=metadata))
     return {"index": str(out), "images": len(kept), "skipped": skipped, "fingerprint": metadata["fingerprint"]}
 
 
@@ -70,7 +69,13 @@ def load_index(path: str | Path, model) -> tuple[torch.Tensor, list[str]]:
     if metadata.get("fingerprint") != expected:
         raise InputError(f"this index was built with another checkpoint (fingerprint {metadata.get('fingerprint')}, "
                          f"this checkpoint's is {expected}): rebuild it with retrieve.py index", path)
-    return embeddings, json.loads(metadata["paths"])
+    try:
+        paths = json.loads(metadata["paths"])
+    except (KeyError, ValueError):
+        paths = None
+    if not isinstance(paths, list) or len(paths) != len(embeddings) or embeddings.ndim != 2:
+        raise InputError("damaged retrieval index: its image paths do not match its embeddings", path)
+    return embeddings, paths
 
 
 @torch.no_grad()
@@ -84,9 +89,7 @@ def query(model, index: str | Path, text: str | None = None, image: str | Path |
             raise InputError("empty query text")
         q = model.encode_text([text]).cpu()
     else:
-        q, kept, skipped = embed_images(model, [Path(image)], quiet=True)
-        if not kept:
-            raise InputError(skipped[0] if skipped else "not a readable image", None)
+        q, _, _ = embed_images(model, [Path(image)], quiet=True)
     scores = (q @ embeddings.float().T)[0]
     values, indices = scores.topk(min(top_k, len(paths)))
     return {"query": text if text is not None else str(image),
@@ -101,6 +104,10 @@ def evaluate(model, pairs_file: str | Path, ks: tuple[int, ...] = (1, 5, 10), ba
     image_emb, kept, skipped = embed_images(model, pairs.images, batch_size, quiet)
     if skipped:
         raise InputError(f"unreadable image: {skipped[0]}", pairs_file)
+    repeated = sum(len(captions) - len(set(captions)) for captions in pairs.captions)
+    if repeated:  # a caption counted twice would weigh twice in recall
+        warnings.warn(f"{pairs_file}: {repeated} repeated (image, caption) row(s) counted once")
+        pairs.captions = [list(dict.fromkeys(captions)) for captions in pairs.captions]
     texts, image_of_text = pairs.flat()
     text_emb = torch.cat([model.encode_text(texts[i:i + batch_size]).cpu() for i in range(0, len(texts), batch_size)])
     recall = recall_at_k(text_emb @ image_emb.T, image_of_text, ks)
@@ -121,7 +128,6 @@ def contact_sheet(result: dict, out: str | Path, thumb: int = 96) -> Path:
         x = 8 + n * (thumb + 8)
         sheet.paste(load_image(item["path"]).resize((thumb, thumb)), (x, 16))
         draw.text((x, thumb + 20), f"{n + 1}: {item['score']:.3f}", fill=(0, 0, 0))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out)
-    return out
+    with atomic_write(out) as temporary:
+        sheet.save(temporary, format="PNG")
+    return Path(out)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from multimodal.data import read_text, split_lines
 from multimodal.data.images import collect_images, subfolders
 from multimodal.errors import InputError
 from multimodal.inference.common import image_batches
@@ -22,11 +23,10 @@ def folder_class(name: str) -> str:
 
 
 def read_lines(path: str | Path, what: str) -> list[str]:
-    """Non-empty, stripped lines of a text file (classes or templates)."""
+    """Non-empty, stripped lines of a text file (classes or templates), "#" comments left out; read as every
+    text file is (``read_text``: UTF-8, a byte-order mark dropped, InputError naming the file)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"no such {what} file", path)
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    lines = [line.strip() for line in split_lines(read_text(path, what))]
     lines = [line for line in lines if line and not line.startswith("#")]
     if not lines:
         raise InputError(f"no {what} in the file", path)

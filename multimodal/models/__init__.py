@@ -19,18 +19,31 @@ from multimodal.tokenizers import Tokenizer
 MODELS: dict[str, type[Model]] = {cls.__name__: cls for cls in (Classifier, SpeechToText, CLIP)}
 
 
+# what building a model from a malformed description can raise: the config dataclasses refuse wrong types and
+# sizes (TypeError, ValueError), and torch what they do not foresee (RuntimeError for a layer it cannot make)
+DESCRIPTION_ERRORS = (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError, ZeroDivisionError,
+                      OverflowError)
+
+
 def build(description: dict, source: str | Path | None = None) -> Model:
     """The model a ``describe()`` describes, freshly initialised; InputError naming ``source`` if it is not one."""
-    name = description.get("model") if isinstance(description, dict) else None
-    if name not in MODELS:
+    if not isinstance(description, dict):
+        raise InputError(f"not a model description (a {type(description).__name__}, not a dict)", source)
+    name = description.get("model")
+    if not isinstance(name, str) or name not in MODELS:
         raise InputError(f"unknown model {name!r}; expected one of {sorted(MODELS)}", source)
+    extra = "class_names" if name == "Classifier" else "tokenizer"
+    missing = [key for key in ("config", extra) if key not in description]
+    if missing:
+        raise InputError(f"not a valid {name} description (no {' or '.join(map(repr, missing))})", source)
     try:
         config = description["config"]
         if name == "Classifier":
             return Classifier(config, description["class_names"])
         return MODELS[name](config, Tokenizer.from_dict(description["tokenizer"]))
-    except (KeyError, TypeError, ValueError) as e:
-        raise InputError(f"not a valid {name} description ({type(e).__name__}: {e})", source) from None
+    except DESCRIPTION_ERRORS as e:
+        reason = (str(e).splitlines() or [""])[0][:300]
+        raise InputError(f"not a valid {name} description ({type(e).__name__}: {reason})", source) from None
 
 
 def from_state(description: dict, state: dict[str, Tensor], source: str | Path | None = None) -> Model:

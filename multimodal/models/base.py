@@ -3,6 +3,7 @@ description that rebuilds it, and the conversion of what users pass (paths, PIL 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,22 @@ class Model(nn.Module):
 
     def _description(self, **extra) -> dict:
         return {"model": type(self).__name__, "config": plain(self.config), **extra}
+
+
+def normalisation(mean, std, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """A config's per-channel ``mean`` and ``std`` as tuples, checked (a config may come from a damaged file):
+    finite numbers, one or ``channels`` of each, every std above 0. ValueError otherwise."""
+    values = []
+    for name, numbers in (("mean", mean), ("std", std)):
+        if isinstance(numbers, (str, bytes)) or not isinstance(numbers, Sequence):
+            raise ValueError(f"{name} must be a list of numbers, got {numbers!r:.200}")
+        if (len(numbers) not in (1, channels)
+                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in numbers)):
+            raise ValueError(f"{name} must be 1 or {channels} finite numbers (one per channel), got {list(numbers)!r:.200}")
+        values.append(tuple(numbers))
+    if any(x <= 0 for x in values[1]):
+        raise ValueError(f"std must be above 0, got {list(values[1])}")
+    return values[0], values[1]
 
 
 class ImagePreprocess:
@@ -115,4 +132,9 @@ def load_converted(module: nn.Module, state: dict[str, Tensor], source: str | Pa
                                      ("wrong shapes (file vs model)", wrong)) if items]
     if problems:
         raise InputError("weights do not fit the model; " + "; ".join(problems), source)
+    parameters = dict(module.named_parameters())  # buffers may hold -inf by design (masks); weights may not
+    broken = [k for k, v in state.items() if k in parameters and v.is_floating_point() and not v.isfinite().all()]
+    if broken:
+        raise InputError(f"weights hold NaN or infinite values (a training that diverged?): "
+                         f"{', '.join(broken[:12])}{' …' if len(broken) > 12 else ''}", source)
     module.load_state_dict(state)

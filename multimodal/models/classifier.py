@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from multimodal.config import as_config
 from multimodal.encoders import ViT, ViTConfig
-from multimodal.models.base import Classification, ImageInput, ImagePreprocess, Model
+from multimodal.models.base import Classification, ImageInput, ImagePreprocess, Model, normalisation
 
 
 @dataclass
@@ -21,7 +21,7 @@ class ClassifierConfig:
 
     def __post_init__(self):
         self.vit = as_config(ViTConfig, self.vit)
-        self.mean, self.std = tuple(self.mean), tuple(self.std)
+        self.mean, self.std = normalisation(self.mean, self.std, self.vit.channels)
 
 
 class Classifier(Model):
@@ -29,8 +29,11 @@ class Classifier(Model):
 
     def __init__(self, config: ClassifierConfig, class_names: Sequence[str]):
         super().__init__()
+        if (isinstance(class_names, str) or not isinstance(class_names, Sequence)
+                or not all(isinstance(c, str) for c in class_names)):
+            raise TypeError(f"class_names must be a list of strings, not {class_names!r:.200}")
         if not class_names or len(set(class_names)) != len(class_names):
-            raise ValueError(f"class names must be distinct and at least one: {list(class_names)}")
+            raise ValueError(f"class names must be distinct and at least one: {list(class_names)!r:.200}")
         self.config, self.class_names = as_config(ClassifierConfig, config), list(class_names)
         self.vit = ViT(self.config.vit)
         self.head = nn.Linear(self.vit.dim, len(self.class_names))

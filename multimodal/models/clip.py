@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from multimodal.config import as_config
 from multimodal.encoders import TextConfig, TextEncoder, ViT, ViTConfig
 from multimodal.errors import InputError
-from multimodal.models.base import Classification, ImageInput, ImagePreprocess, Model
+from multimodal.models.base import Classification, ImageInput, ImagePreprocess, Model, normalisation
 from multimodal.tokenizers import Tokenizer
 
 # the shapes world's own phrasing: a class name such as "red star" or "circle" fills the gap
@@ -34,7 +34,14 @@ class CLIPConfig:
 
     def __post_init__(self):
         self.vit, self.text = as_config(ViTConfig, self.vit), as_config(TextConfig, self.text)
-        self.mean, self.std = tuple(self.mean), tuple(self.std)
+        self.mean, self.std = normalisation(self.mean, self.std, self.vit.channels)
+        if not isinstance(self.embed_dim, int) or isinstance(self.embed_dim, bool) or self.embed_dim < 1:
+            raise ValueError(f"embed_dim must be a positive integer, got {self.embed_dim!r}")
+        for name in ("init_logit_scale", "init_logit_bias"):
+            value = getattr(self, name)
+            if not (value is None and name == "init_logit_bias") and (
+                    not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
 class CLIP(Model):

@@ -33,6 +33,11 @@ class SpeechToTextConfig:
 
     def __post_init__(self):
         self.encoder, self.decoder = as_config(AudioEncoderConfig, self.encoder), as_config(TextConfig, self.decoder)
+        if not isinstance(self.beam_size, int) or isinstance(self.beam_size, bool) or self.beam_size < 1:
+            raise ValueError(f"beam_size must be a positive integer, got {self.beam_size!r}")
+        if (not isinstance(self.length_penalty, (int, float)) or isinstance(self.length_penalty, bool)
+                or not math.isfinite(self.length_penalty)):
+            raise ValueError(f"length_penalty must be a finite number, got {self.length_penalty!r}")
 
 
 def split_points(waveform: Tensor, window: int, search: int = SAMPLE_RATE // 2) -> list[int]:
@@ -99,6 +104,8 @@ class SpeechToText(Model):
         refused (``"refuse"``); ``names`` name the inputs in those messages."""
         if long_audio not in LONG_AUDIO:
             raise InputError(f"long_audio must be one of {LONG_AUDIO}, not {long_audio!r}")
+        if batch_size < 1 or (beam_size is not None and beam_size < 1):
+            raise InputError(f"batch_size and beam_size must be at least 1, not {batch_size} and {beam_size}")
         single = not isinstance(audio, (list, tuple))
         items = [audio] if single else list(audio)
         waveforms = [waveform(item, sample_rate) for item in items]

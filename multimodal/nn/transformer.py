@@ -28,9 +28,32 @@ class TransformerConfig:
     low_rank: int = 256
     max_len: int = 4096  # the longest sequence linformer attention takes
 
-    def __post_init__(self):
+    def __post_init__(self):  # a config may come from a damaged file: every field is checked before layers are built
+        import math
+
+        from multimodal.nn.block import ACTIVATIONS
+
+        for name in ("dim", "depth", "num_heads", "window", "low_rank", "max_len"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"transformer {name} must be a positive integer, got {value!r}")
+        for name, fits, what in (("mlp_ratio", lambda v: v > 0, "above 0"), ("norm_eps", lambda v: 0 < v < 1, "in (0, 1)"),
+                                 ("dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
+                                 ("attn_dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
+                                 ("drop_path", lambda v: 0 <= v < 1, "in [0, 1)")):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or not fits(value):
+                raise ValueError(f"transformer {name} must be a number {what}, got {value!r}")
+        if not isinstance(self.bias, bool):
+            raise ValueError(f"transformer bias must be true or false, got {self.bias!r}")
+        if not isinstance(self.activation, str) or self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
         if self.attention not in ("full", "local", "linformer"):
             raise ValueError(f"attention must be full, local or linformer, got {self.attention!r}")
+        if self.dim % self.num_heads:
+            raise ValueError(f"transformer dim {self.dim} is not divisible by num_heads {self.num_heads}")
+        if int(self.dim * self.mlp_ratio) < 1:
+            raise ValueError(f"mlp_ratio {self.mlp_ratio} leaves the MLP of dim {self.dim} no hidden units")
 
 
 class Transformer(nn.Module):

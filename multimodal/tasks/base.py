@@ -15,13 +15,16 @@ from timm.scheduler import CosineLRScheduler
 from multimodal.config import plain
 from multimodal.errors import InputError, a
 from multimodal.models import Model, load_converted
+from multimodal.tasks.checkpointing import ExactResume, check_checkpoint
 from multimodal.tokenizers import Tokenizer
 
 
 class Task(L.LightningModule):
     """A LightningModule around ``self.model``. Hyper-parameters are stored as plain Python types, so
     checkpoints load with ``torch.load(weights_only=True)``; each checkpoint also holds the model's own
-    description (``multimodal_model``), from which ``multimodal.load_model`` rebuilds it without Lightning."""
+    description (``multimodal_model``), from which ``multimodal.load_model`` rebuilds it without Lightning.
+    Every trainer of a task gets ``ExactResume``: SIGTERM saves a resumable checkpoint, and a resumed run goes on
+    exactly as an uninterrupted one (``multimodal.tasks.checkpointing``)."""
 
     model_class: type[Model]
     data_sized: tuple[str, ...] = ()  # state-dict prefixes sized by the data (a classifier head): see start_from
@@ -94,11 +97,18 @@ class Task(L.LightningModule):
         checkpoint["multimodal_task"] = type(self).__name__
         checkpoint["multimodal_model"] = self.model.describe()
 
+    def configure_callbacks(self) -> list[L.Callback]:
+        return [ExactResume()]
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Resuming with ``--ckpt_path last``: checkpoints of before the models were apart from the tasks name
-        their weights without the ``model.`` prefix. LightningCLI takes the saved hyper-parameters, tokenizer
-        included, only from a file path: configure_model built the tokenizer from today's training text, and it
-        must be the checkpoint's, or the weights would be read with another vocabulary."""
+        """Resuming with ``--ckpt_path last``: the checkpoint must be this task's (the train command checks that
+        before it builds anything; this covers every other way in). Checkpoints of before the models were apart
+        from the tasks name their weights without the ``model.`` prefix. LightningCLI takes the saved
+        hyper-parameters, tokenizer included, only from a file path: configure_model built the tokenizer from
+        today's training text, and it must be the checkpoint's, or the weights would be read with another
+        vocabulary."""
+        path = self._trainer.ckpt_path if self._trainer else None
+        check_checkpoint(checkpoint, path, type(self).__name__, resume=False, trainer="this run")
         state = checkpoint.get("state_dict", {})
         if state and not any(k.startswith("model.") for k in state):
             checkpoint["state_dict"] = {f"model.{k}": v for k, v in state.items()}
@@ -106,4 +116,4 @@ class Task(L.LightningModule):
         if self.tokenizer is not None and saved is not None and saved != self.tokenizer.to_dict():
             raise InputError("this checkpoint's tokenizer is not the one built from the training data now (the text "
                              "changed since it was saved): resume on the data the run started with, or start a new "
-                             "run from it with --pretrained", self._trainer.ckpt_path if self._trainer else None)
+                             "run from it with --pretrained", path)
