@@ -1,7 +1,8 @@
 """multimodal: one family of transformer blocks for images, audio and text.
 
     import multimodal as mm
-    model = mm.load_model("runs/asr_shapes/checkpoints/last.ckpt")   # or an exported folder, or foreign weights
+    model = mm.load_model("shapes-asr")   # a shipped model (mm.available_models()), a .ckpt, an exported folder,
+                                          # or foreign weights
     print(model.transcribe("clip.wav").text)
 Models are plain ``nn.Module``s (``Classifier``, ``SpeechToText``, ``CLIP``); nothing here imports Lightning.
 """
@@ -9,8 +10,9 @@ Models are plain ``nn.Module``s (``Classifier``, ``SpeechToText``, ``CLIP``); no
 from multimodal.errors import InputError
 from multimodal.loading import load_model, save_model
 from multimodal.models import CLIP, Classification, Classifier, SpeechToText, Transcription
+from multimodal.pretrained import available_models
 
 __version__ = "0.1.0"
 
-__all__ = ["CLIP", "Classification", "Classifier", "InputError", "SpeechToText", "Transcription", "load_model",
-           "save_model"]
+__all__ = ["CLIP", "Classification", "Classifier", "InputError", "SpeechToText", "Transcription", "available_models",
+           "load_model", "save_model"]

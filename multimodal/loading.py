@@ -1,5 +1,6 @@
 """Models on disk: ``load_model`` reads any model a user may hold, ``save_model`` writes ours; no Lightning.
 
+- the name of a model shipped in the package (``multimodal.available_models()``), checked against its sha256;
 - our Lightning checkpoint (a ``.ckpt`` with a ``multimodal_task`` entry), read with weights_only;
 - an exported folder: ``config.json`` (the model's description) + ``model.safetensors``;
 - foreign weights (.pt / .pth / .bin / .safetensors), recognised from their keys: a timm ViT (-> Classifier),
@@ -29,6 +30,7 @@ from multimodal.interop.weights import read_weights, state_dict_of
 from multimodal.interop.whisper import load_whisper
 from multimodal.models import CLIP, Classifier, Model, SpeechToText, build, from_state, load_converted
 from multimodal.outputs import atomic_write, output_folder
+from multimodal.pretrained import available_models, load_pretrained
 
 FORMAT = "multimodal-export"
 UNDERSTOOD = ("our Lightning .ckpt, an exported folder (config.json + model.safetensors), or the weights of a "
@@ -136,10 +138,13 @@ def load_model(source: str | Path, device: str | torch.device | None = None,
     (default the CPU); with ``expect``, a model of another kind is refused (foreign weights before their
     conversion)."""
     path = Path(source)
-    if path.is_dir():
+    if not path.exists() and str(source) in available_models():
+        model = load_pretrained(str(source))
+    elif path.is_dir():
         model = load_folder(path)
     elif not path.is_file():
-        raise InputError("no such checkpoint file or folder", path)
+        raise InputError(f"no such checkpoint file or folder, nor a shipped model "
+                         f"({', '.join(available_models()) or 'none'})", path)
     else:
         content = read_weights(path)
         if isinstance(content, dict) and "multimodal_task" in content:

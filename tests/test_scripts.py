@@ -90,3 +90,27 @@ def test_benchmark_asr_against_transformers_whisper_on_cpu():
     for row in (decode["ours"], decode["transformers"]):  # both decode exactly new_tokens tokens per clip
         assert row["tokens_per_s"] > 0 and row["tokens_per_clip"] == [decode["new_tokens"]]
     assert decode["ratio_ours_over_reference"] > 0
+
+
+def test_time_to_quality_stops_at_the_target_and_reports_a_miss(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("time_to_quality", ROOT / "benchmarks" / "time_to_quality.py")
+    ttq = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = ttq
+    spec.loader.exec_module(ttq)
+    (tmp_path / "configs/tiny").mkdir(parents=True)
+    (tmp_path / "configs/tiny/vit_folder.yaml").write_text((ROOT / "configs/tiny/vit_folder.yaml").read_text())
+    run_script("make_data", "shape-classes", tmp_path / "data/shape_classes", "--train-size", 96, "--test-size", 24,
+               "--image-size", 32)
+    monkeypatch.setattr(ttq, "ROOT", tmp_path)
+    tested = []
+    for name, target in (("easy", 0.0), ("impossible", 1.01)):
+        monkeypatch.setitem(ttq.TARGETS, name, ttq.Target("configs/tiny/vit_folder.yaml", {"val/top1": [">=", target]},
+                                                          lambda checkpoint: tested.append(checkpoint) or {"top1": 0.5},
+                                                          "24 shapes"))
+    easy, impossible = ttq.run("easy", 0), ttq.run("impossible", 0)
+    assert easy["reached"] and easy["epochs"] == 1 and len(easy["validations"]) == 1  # stopped at the first (of 2)
+    assert 0 < easy["seconds_to_target"] <= easy["wall_seconds"] and easy["test"] == {"top1": 0.5}
+    assert not impossible["reached"] and impossible["seconds_to_target"] is None and impossible["epochs"] == 2
+    assert [v["met"] for v in impossible["validations"]] == [False, False]
+    assert tested == [tmp_path / f"runs/time_to_quality/{n}/seed_0/runs/tiny_vit/checkpoints/last.ckpt"
+                      for n in ("easy", "impossible")] and all(p.is_file() for p in tested)

@@ -46,6 +46,11 @@ def _export():
     return main
 
 
+def _models():
+    from multimodal.cli.models import main
+    return main
+
+
 def _make_data():
     from multimodal.cli.make_data import main
     return main
@@ -59,6 +64,7 @@ COMMANDS: dict[str, tuple[Callable[[], Callable[..., int]], str]] = {
     "retrieve": (_retrieve, "index images, query them by text or image, recall@k on pairs"),
     "attention": (_attention, "draw what a model attends to"),
     "export": (_export, "write any model as config.json + model.safetensors"),
+    "models": (_models, "list the models shipped in the package; rebuild one from its recipe"),
     "make-data": (_make_data, "write the built-in data sets (MNIST-5k, shapes world, spoken sentences)"),
 }
 

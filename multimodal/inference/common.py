@@ -19,7 +19,8 @@ from multimodal.models.base import ImagePreprocess
 
 T = TypeVar("T")
 
-CHECKPOINT_HELP = "a .ckpt, an exported folder, or timm / OpenCLIP / Whisper weights"
+CHECKPOINT_HELP = ("the name of a shipped model (multimodal models), a .ckpt, an exported folder, or timm / OpenCLIP / "
+                   "Whisper weights")
 
 
 def script_main(main: Callable[..., int | None]) -> Callable[..., int]:

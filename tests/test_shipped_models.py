@@ -1,0 +1,116 @@
+"""The models shipped in the package: each loads by name from any folder, its file is checked against the
+registry's sha256, and it still scores its registry figure, within a stated margin, on test data it never saw,
+through the commands a user runs. These are the regression tests of every inference path against real
+trained weights; the build that makes them is tested on the tiny recipe."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from conftest import ROOT, run_main
+from PIL import Image
+
+import multimodal as mm
+from multimodal import pretrained
+from multimodal.cli import models as models_command
+from multimodal.data.export import mnist_folders
+from multimodal.data.speech_synth import make_speech_manifest
+
+SHIPPED = {"mnist-vit": "Classifier", "shapes-asr": "SpeechToText"}
+MNIST_MARGIN = 0.002  # the same 1,000 test digits as the registry's figure: only arithmetic may differ
+WER_MARGIN = 0.04  # 40 new clips (about 300 words) against the registry's 200: sampling noise, not a regression
+
+
+def test_the_registry_lists_every_shipped_model_and_they_are_small():
+    entries = pretrained.registry()
+    assert {name: e["model"] for name, e in entries.items()} == SHIPPED and mm.available_models() == sorted(SHIPPED)
+    sizes = [(pretrained.HERE / e["file"]).stat().st_size for e in entries.values()]
+    assert sizes == [e["bytes"] for e in entries.values()] and sum(sizes) <= 25e6
+    for e in entries.values():
+        assert e["commands"][-1] == f"multimodal train fit --config {e['recipe']}" and (ROOT / e["recipe"]).is_file()
+
+
+def test_each_loads_by_name_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name, kind in SHIPPED.items():
+        model = mm.load_model(name)
+        assert type(model).__name__ == kind and not model.training
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_mnist_vit_scores_its_figure_on_the_test_digits(tmp_path):
+    mnist_folders(tmp_path, quiet=True)
+    rc, out, _ = run_main("classify", "--checkpoint", "mnist-vit", tmp_path / "test", "--json")
+    assert rc == 0
+    top1 = json.loads(out)["accuracy"]["top1"]
+    assert top1 >= pretrained.registry()["mnist-vit"]["scores"]["top1"] - MNIST_MARGIN
+
+
+def test_shapes_asr_scores_its_figure_on_new_clips_of_held_out_voices(tmp_path):
+    manifest = make_speech_manifest(tmp_path, 40, "test", seed=2, quiet=True)
+    rc, out, _ = run_main("transcribe", "--checkpoint", "shapes-asr", "--manifest", manifest, "--json")
+    assert rc == 0
+    wer = json.loads(out)["wer"]
+    assert wer <= pretrained.registry()["shapes-asr"]["scores"]["wer_greedy"] + WER_MARGIN
+
+
+@pytest.fixture
+def shipped_copy(tmp_path, monkeypatch):
+    """The shipped files and registry copied to a folder the test may damage."""
+    copy = tmp_path / "pretrained"
+    shutil.copytree(pretrained.HERE, copy, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    monkeypatch.setattr(pretrained, "HERE", copy)
+    monkeypatch.setattr(pretrained, "REGISTRY", copy / "registry.json")
+    return copy
+
+
+def test_a_damaged_or_missing_file_is_one_error_naming_it(shipped_copy, tmp_path):
+    weights = shipped_copy / "mnist-vit.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # one bit pattern in the last weight: still a readable file, wrong numbers
+    weights.write_bytes(bytes(data))
+    image = tmp_path / "digit.png"
+    Image.new("L", (28, 28)).save(image)
+    rc, out, err = run_main("classify", "--checkpoint", "mnist-vit", image)
+    assert rc == 2 and out == ""
+    assert err.startswith(f"error: {weights}: checksum mismatch for the shipped model 'mnist-vit'") and err.count("\n") == 1
+    weights.unlink()
+    with pytest.raises(mm.InputError, match="mnist-vit.safetensors: the shipped model 'mnist-vit' is missing"):
+        mm.load_model("mnist-vit")
+
+
+def test_the_models_command_prints_the_registry():
+    rc, out, _ = run_main("models", "--json")
+    assert rc == 0 and json.loads(out) == pretrained.registry()
+    rc, out, _ = run_main("models")
+    assert rc == 0 and all(name in out for name in SHIPPED) and "top1 " in out and "wer_greedy " in out
+
+
+def test_build_trains_exports_evaluates_and_registers(shipped_copy, tmp_path, monkeypatch):
+    """The tiny recipe through the same build: data, training, float32 and half-precision scores, the entry."""
+    work = tmp_path / "work"
+    (work / "configs/tiny").mkdir(parents=True)
+    shutil.copy(ROOT / "configs/tiny/vit_folder.yaml", work / "configs/tiny")
+    data = ["make-data", "shape-classes", "data/shape_classes", "--train-size", "96", "--test-size", "24",
+            "--image-size", "32"]
+
+    def scores(model):
+        from multimodal.inference.classify import classify, collect
+        return {"top1": classify(model, collect([work / "data/shape_classes/test"], model.class_names), quiet=True)
+                ["accuracy"]["top1"]}
+
+    monkeypatch.setattr(models_command, "ROOT", work)
+    monkeypatch.setitem(models_command.BUILDS, "tiny-vit", models_command.Build(
+        "configs/tiny/vit_folder.yaml", "runs/tiny_vit/checkpoints/last.ckpt", [data], "24 shapes", scores, True, 1.0))
+    entry = models_command.build("tiny-vit")
+    assert (work / "data/shape_classes/test").is_dir() and (work / "runs/tiny_vit/checkpoints/last.ckpt").is_file()
+    assert entry["dtype"] == "float16" and entry["sha256"] == pretrained.sha256(shipped_copy / "tiny-vit.safetensors")
+    assert entry["commands"] == ["multimodal " + " ".join(data), "multimodal train fit --config configs/tiny/vit_folder.yaml"]
+    assert set(entry["scores"]) == set(entry["scores_float32"]) == {"top1"} and entry["training_seconds"] >= 0
+    assert json.loads((shipped_copy / "registry.json").read_text())["tiny-vit"] == entry
+    assert set(pretrained.registry()) == {*SHIPPED, "tiny-vit"}  # the others kept
+    trained = mm.load_model(work / "runs/tiny_vit/checkpoints/last.ckpt")
+    shipped = mm.load_model("tiny-vit")
+    image = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(shipped(image), trained(image), atol=2e-2)  # half-precision weights, float32 compute
