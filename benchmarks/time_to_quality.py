@@ -4,6 +4,7 @@ a fixed schedule (the evaluation time counted), stop when every target is met, t
 
     python benchmarks/time_to_quality.py mnist --seeds 0 1 2 --json
     python benchmarks/time_to_quality.py speech --seeds 0      # needs the recipe's data: see its header
+    python benchmarks/time_to_quality.py mnist -- --trainer.max_epochs 60   # a variant: overrides after --
 Wall time is the whole `multimodal train fit` process (start-up, data set-up, training and evaluations), on
 this machine as it is. A run that ends without meeting its targets is reported as a miss with its best
 figures. Each run writes under runs/time_to_quality/NAME/seed_S/.
@@ -93,7 +94,7 @@ def checkpoint_of(config: Path) -> Path:
     return Path(dirpath) / "last.ckpt"
 
 
-def run(name: str, seed: int) -> dict:
+def run(name: str, seed: int, overrides: list[str] = ()) -> dict:
     """One training run in its own folder (runs/ under it; data/ a link to the checkout's), stopped at target."""
     spec = TARGETS[name]
     out = ROOT / "runs/time_to_quality" / name / f"seed_{seed}"
@@ -106,7 +107,7 @@ def run(name: str, seed: int) -> dict:
     command = [sys.executable, "-m", "multimodal", "train", "fit", "--config", str(config), "--seed_everything",
                str(seed), "--trainer.enable_progress_bar", "false", "--trainer.callbacks+=time_to_quality.StopAtTarget",
                "--trainer.callbacks.targets", json.dumps(spec.targets), "--trainer.callbacks.report", str(report),
-               *spec.overrides]
+               *spec.overrides, *overrides]
     start = time.time()
     env = {**os.environ, "TIME_TO_QUALITY_START": repr(start),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))}
@@ -125,11 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", choices=sorted(TARGETS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # after --: `multimodal train fit` options that make a variant of the recipe
+    overrides = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = parser.parse_args(argv[:len(argv) - len(overrides) - ("--" in argv)])
     spec = TARGETS[args.name]
-    runs = [run(args.name, seed) for seed in args.seeds]
+    runs = [run(args.name, seed, overrides) for seed in args.seeds]
     times = [r["seconds_to_target"] for r in runs if r["reached"]]
-    result = {"recipe": spec.config, "targets": spec.targets, "test_data": spec.test_data, "runs": runs,
+    result = {"recipe": spec.config, "overrides": overrides, "targets": spec.targets, "test_data": spec.test_data,
+              "runs": runs,
               "median_seconds_to_target": statistics.median(times) if len(times) == len(runs) else None,
               "missed": [r["seed"] for r in runs if not r["reached"]]}
     if args.json:

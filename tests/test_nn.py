@@ -149,3 +149,21 @@ def test_vit_runs_at_another_image_size(pool):
     assert vit(torch.randn(2, 1, 48, 48)).shape == (2, 32)
     assert vit.forward_tokens(torch.randn(1, 1, 48, 48)).shape == (1, 36 + (pool == "cls"), 32)
 
+
+
+def test_conv_stem_gives_the_patch_grid_and_refuses_other_patch_sizes():
+    vit = ViT(ViTConfig(image_size=28, patch_size=4, channels=1, pool="mean", stem="conv", transformer=CFG)).eval()
+    convs = [m for m in vit.patch_embed if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.kernel_size, c.stride) for c in convs] == [((3, 3), (2, 2)), ((3, 3), (2, 2)), ((1, 1), (1, 1))]
+    assert vit.forward_tokens(torch.randn(2, 1, 28, 28)).shape == (2, 49, 32)  # 28 -> 14 -> 7: the 4x4 patch grid
+    # each token sees only its neighbourhood: a pixel changed in one corner leaves the far corner's embedding alone
+    image = torch.randn(1, 1, 28, 28)
+    changed = image.clone()
+    changed[..., 0, 0] += 5
+    difference = (vit.patch_embed(changed) - vit.patch_embed(image)).abs().squeeze(0).sum(0)  # (7, 7)
+    assert difference[0, 0] > 0 and difference[2:, 2:].max() == 0
+    for patch in (6, 1):
+        with pytest.raises(ValueError, match="power of 2"):
+            ViTConfig(image_size=24, patch_size=patch, stem="conv", transformer=CFG)
+    with pytest.raises(ValueError, match="stem must be"):
+        ViTConfig(stem="hybrid")

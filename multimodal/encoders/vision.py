@@ -19,6 +19,9 @@ class ViTConfig:
     channels: int = 3
     pool: str = "cls"  # "cls": the class token; "mean": the mean of the patch tokens
     pre_norm: bool = False  # a LayerNorm before the blocks, as in CLIP's image tower
+    # "patch": one strided convolution per patch (ViT, CLIP); "conv": stride-2 3x3 convolutions down to the patch
+    # grid (Xiao et al. 2021, "Early convolutions help transformers see better"): far fewer images to learn from
+    stem: str = "patch"
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
 
     def __post_init__(self):  # a config may come from a damaged file: every field is checked before layers are built
@@ -31,10 +34,25 @@ class ViTConfig:
             raise ValueError(f"vit channels must be 1 (gray) or 3 (RGB), as the image readers give, got {self.channels!r}")
         if self.pool not in ("cls", "mean"):
             raise ValueError(f"pool must be 'cls' or 'mean', got {self.pool!r}")
+        if self.stem not in ("patch", "conv"):
+            raise ValueError(f"vit stem must be 'patch' or 'conv', got {self.stem!r}")
+        if self.stem == "conv" and (self.patch_size & (self.patch_size - 1) or self.patch_size < 2):
+            raise ValueError(f"a conv stem halves the image down to the patch grid: patch_size must be a power of 2, "
+                             f"got {self.patch_size}")
         if not isinstance(self.pre_norm, bool):
             raise ValueError(f"vit pre_norm must be true or false, got {self.pre_norm!r}")
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+
+
+def conv_stem(channels: int, dim: int, patch_size: int) -> nn.Sequential:
+    """3x3 convolutions of stride 2 (BatchNorm, GELU) from the image to the patch grid, widening to dim / 2, then
+    a 1x1 convolution to dim: (B, C, H, W) -> (B, D, H / patch, W / patch)."""
+    layers, width = [], channels
+    for _ in range(patch_size.bit_length() - 1):
+        layers += [nn.Conv2d(width, dim // 2, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(dim // 2), nn.GELU()]
+        width = dim // 2
+    return nn.Sequential(*layers, nn.Conv2d(width, dim, 1))
 
 
 class ViT(nn.Module):
@@ -44,7 +62,8 @@ class ViT(nn.Module):
         super().__init__()
         self.cfg = cfg
         dim = cfg.transformer.dim
-        self.patch_embed = nn.Conv2d(cfg.channels, dim, cfg.patch_size, stride=cfg.patch_size)
+        self.patch_embed = (nn.Conv2d(cfg.channels, dim, cfg.patch_size, stride=cfg.patch_size) if cfg.stem == "patch"
+                            else conv_stem(cfg.channels, dim, cfg.patch_size))
         self.num_prefix = 1 if cfg.pool == "cls" else 0
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if cfg.pool == "cls" else None
         grid = cfg.image_size // cfg.patch_size
