@@ -87,6 +87,19 @@ def test_resume_refuses_another_tasks_checkpoint_before_building_anything(shape_
     assert rc == 2 and stderr.strip() == f"error: {tmp_path / 'none.ckpt'}: no such checkpoint file"
 
 
+@pytest.mark.parametrize(("config", "setting", "reason"), [
+    ("tiny/clip_tiny.yaml", ["--model.init_args.vit.stem", "foo"], "vit stem must be 'patch' or 'conv', got 'foo'"),
+    ("tiny/asr_tiny.yaml", ["--data.init_args.augment.noise", "3"], "augment noise is a probability between 0 and 1"),
+    ("tiny/asr_tiny.yaml", ["--data.init_args.speeds", "[0.9, 0]"], "speeds must be positive factors"),
+])
+def test_a_recipe_setting_its_class_refuses_is_one_line(config, setting, reason, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["train"])
+    rc, out, stderr = run_main("train", "fit", "--config", ROOT / "configs" / config, *setting)
+    assert rc == 2 and out == "" and "Traceback" not in stderr
+    (line,) = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert line.startswith("error: a setting of the recipe is refused: ") and reason in line
+
+
 def test_every_way_into_a_task_checks_the_checkpoints_task():
     task = ImageClassifier(ViTConfig(image_size=32, patch_size=8), class_names=["a", "b"])
     with pytest.raises(InputError, match="this is an ImageTextContrastive checkpoint; this run trains an ImageClassifier"):

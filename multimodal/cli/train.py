@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from multimodal.errors import InputError
 from multimodal.inference.common import CHECKPOINT_HELP, script_main
 from multimodal.loading import load_model
 from multimodal.tasks import Task
@@ -74,6 +75,18 @@ class CLI(LightningCLI):
         if hparams:
             self.config = self.parser.parse_object(
                 {subcommand: {"model": {"class_path": class_path, "dict_kwargs": hparams}}}, self.config)
+
+    def instantiate_classes(self) -> None:
+        """A recipe value that its class refuses (a ViT stem that does not exist, a probability of 3) is one line,
+        the class's own reason, instead of jsonargparse's traceback through every type the value was tried as."""
+        try:
+            super().instantiate_classes()
+        except InputError:
+            raise
+        except ValueError as e:
+            reasons = [line.strip()[2:] for line in str(e).splitlines() if line.strip().startswith("- ")]
+            reasons = [r for r in reasons if not r.startswith(("Does not validate", "Expected a "))]
+            raise InputError(f"a setting of the recipe is refused: {(reasons or [str(e)])[0]}") from None
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         """The trainer of the recipe, its checkpoints written and read by SafeCheckpointIO unless the recipe names

@@ -21,8 +21,10 @@ import torchaudio.functional as AF
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from multimodal.config import as_config
 from multimodal.data import read_text, split_lines
 from multimodal.data.audio import MIN_SECONDS, SAMPLE_RATE, load_audio
+from multimodal.data.speech_augment import SpeechAugment
 from multimodal.encoders.audio import pad_waveforms
 from multimodal.errors import InputError
 
@@ -114,10 +116,14 @@ def speed_perturb(waveform: Tensor, factor: float) -> Tensor:
 
 
 class SpeechDataset(Dataset):
-    """Utterances -> (waveform (T,) float32 16 kHz mono, text); training picks a random speed per clip."""
+    """Utterances -> (waveform (T,) float32 16 kHz mono, text); training picks a random speed per clip and, with
+    ``augment``, puts it through that augmentation. The draws come from ``random``, which Lightning's
+    ``seed_everything`` seeds and PyTorch seeds anew in each loader worker: the same seed, the same clips."""
 
-    def __init__(self, utterances: list[Utterance], speeds: tuple[float, ...] = (1.0,)):
+    def __init__(self, utterances: list[Utterance], speeds: tuple[float, ...] = (1.0,),
+                 augment: SpeechAugment | None = None):
         self.utterances, self.speeds = utterances, tuple(speeds)
+        self.augment = augment if augment is not None and augment.active else None
 
     def __len__(self) -> int:
         return len(self.utterances)
@@ -127,6 +133,10 @@ class SpeechDataset(Dataset):
         waveform = load_audio(u.audio)
         if len(self.speeds) > 1 or self.speeds[0] != 1.0:
             waveform = speed_perturb(waveform, random.choice(self.speeds))
+        if self.augment is not None:
+            rng = random.Random(random.getrandbits(64))
+            other = lambda: load_audio(self.utterances[rng.randrange(len(self.utterances))].audio)  # noqa: E731
+            waveform = self.augment(waveform, rng, other)
         return waveform, u.text
 
     @property
@@ -197,17 +207,21 @@ class SpeechManifestData(L.LightningDataModule):
 
     ``val_manifest`` defaults to ``test_manifest``. ``batch_size`` caps the clips of a batch and
     ``max_seconds`` (optional) its padded seconds. ``speeds`` are the speed-perturbation factors drawn
-    for each training clip (``[1.0]`` turns it off). ``check_audio`` reads every clip once up front
+    for each training clip (``[1.0]`` turns it off), ``augment`` the waveform augmentation of training clips
+    (``SpeechAugment``'s fields; validation and test clips are never augmented). ``check_audio`` reads every clip once up front
     (else only the headers are checked, and a clip that fails later stops training).
     """
 
     def __init__(self, train_manifest: str | None = None, val_manifest: str | None = None,
                  test_manifest: str | None = None, batch_size: int = 32, max_seconds: float | None = None,
-                 speeds: list[float] = (0.9, 1.0, 1.1), num_workers: int = 0, check_audio: bool = True,
-                 seed: int = 0):
+                 speeds: list[float] = (0.9, 1.0, 1.1), augment: SpeechAugment | None = None,
+                 num_workers: int = 0, check_audio: bool = True, seed: int = 0):
         super().__init__()
         self.manifests = {"train": train_manifest, "val": val_manifest or test_manifest, "test": test_manifest}
         self.batch_size, self.max_seconds, self.speeds = batch_size, max_seconds, tuple(speeds)
+        if not self.speeds or any(not isinstance(f, (int, float)) or not f > 0 for f in self.speeds):
+            raise ValueError(f"speeds must be positive factors such as [0.9, 1.0, 1.1], got {list(self.speeds)!r}")
+        self.augment = None if augment is None else as_config(SpeechAugment, augment)
         self.num_workers, self.check_audio, self.seed = num_workers, check_audio, seed
         self.sets: dict[str, SpeechDataset] = {}
 
@@ -218,7 +232,8 @@ class SpeechManifestData(L.LightningDataModule):
                 raise InputError(f"no {split} manifest given (data.init_args.{split}_manifest)")
             utterances, bad = read_manifest(path, skip_bad=split == "train", check_audio=self.check_audio)
             report_skipped(Path(path), bad, len(utterances) + len(bad))
-            self.sets[split] = SpeechDataset(utterances, self.speeds if split == "train" else (1.0,))
+            train = split == "train"
+            self.sets[split] = SpeechDataset(utterances, self.speeds if train else (1.0,), self.augment if train else None)
         return self.sets[split]
 
     def setup(self, stage: str | None = None) -> None:
