@@ -114,3 +114,27 @@ def test_time_to_quality_stops_at_the_target_and_reports_a_miss(tmp_path, monkey
     assert [v["met"] for v in impossible["validations"]] == [False, False]
     assert tested == [tmp_path / f"runs/time_to_quality/{n}/seed_0/runs/tiny_vit/checkpoints/last.ckpt"
                       for n in ("easy", "impossible")] and all(p.is_file() for p in tested)
+
+
+def test_time_to_quality_validates_a_clip_on_its_targets_draw(tmp_path, monkeypatch):
+    """The CLIP's targets are measured by the CLIPTargets callback on a draw of its own, written first."""
+    spec = importlib.util.spec_from_file_location("time_to_quality", ROOT / "benchmarks" / "time_to_quality.py")
+    ttq = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = ttq
+    spec.loader.exec_module(ttq)
+    (tmp_path / "configs/tiny").mkdir(parents=True)
+    (tmp_path / "configs/tiny/clip_tiny.yaml").write_text((ROOT / "configs/tiny/clip_tiny.yaml").read_text())
+    run_script("make_data", "shapes", tmp_path / "data/shapes_pairs", "--train-size", 64, "--test-size", 16,
+               "--retrieval-size", 8, "--zero-shot-per-class", 1, "--image-size", 32)
+    monkeypatch.setattr(ttq, "ROOT", tmp_path)
+    validation = ("make-data", "shapes", str(tmp_path / "data/shapes_val"), "--train-size", "0", "--test-size", "0",
+                  "--retrieval-size", "8", "--zero-shot-per-class", "1", "--image-size", "32", "--seed", "3")
+    targets = {"target/zero_shot_48_classes": [">=", 0.0], "target/text_to_image_R@1": [">=", 0.0]}
+    monkeypatch.setitem(ttq.TARGETS, "tiny-clip", ttq.Target(
+        "configs/tiny/clip_tiny.yaml", targets, lambda checkpoint: {}, "none",
+        ("--trainer.callbacks+=time_to_quality.CLIPTargets", "--trainer.callbacks.data", str(tmp_path / "data/shapes_val"),
+         "--trainer.max_epochs", "1"), (validation,)))
+    result = ttq.run("tiny-clip", 0)
+    assert (tmp_path / "data/shapes_val/two_object_test.jsonl").is_file() and result["reached"]
+    (validated,) = result["validations"]
+    assert 0 <= validated["target/zero_shot_48_classes"] <= 1 and 0 <= validated["target/text_to_image_R@1"] <= 1

@@ -52,14 +52,15 @@ def speech_scores(model: Model) -> dict[str, float]:
     return scores
 
 
-def clip_scores(model: Model) -> dict[str, float]:
+def clip_scores(model: Model, data: Path = ROOT / "data/shapes_eval", quiet: bool = False) -> dict[str, float]:
+    """Zero-shot top-1 over the 48 colour+shape classes (and the 6 pairs never in training) and the 6 shapes, and
+    text->image R@1 over the distinct two-object scenes, of a `make-data shapes` folder."""
     from multimodal.inference.retrieval import evaluate
     from multimodal.inference.zero_shot import zero_shot
 
-    data = ROOT / "data/shapes_eval"
-    classes = zero_shot(model, [data / "zero_shot/train_pairs", data / "zero_shot/held_out"])
-    shapes = zero_shot(model, [data / "zero_shot/shapes"])
-    retrieval = evaluate(model, data / "two_object_test.jsonl")
+    classes = zero_shot(model, [data / "zero_shot/train_pairs", data / "zero_shot/held_out"], quiet=quiet)
+    shapes = zero_shot(model, [data / "zero_shot/shapes"], quiet=quiet)
+    retrieval = evaluate(model, data / "two_object_test.jsonl", quiet=quiet)
     return {"zero_shot_48_classes": classes["accuracy"]["top1"],
             "zero_shot_held_out_pairs": classes["accuracy_per_input"][str(data / "zero_shot/held_out")]["top1"],
             "zero_shot_6_shapes": shapes["accuracy"]["top1"],
