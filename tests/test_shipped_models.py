@@ -15,11 +15,14 @@ import multimodal as mm
 from multimodal import pretrained
 from multimodal.cli import models as models_command
 from multimodal.data.export import mnist_folders
+from multimodal.data.pairs import write_shape_pairs
 from multimodal.data.speech_synth import make_speech_manifest
 
-SHIPPED = {"mnist-vit": "Classifier", "shapes-asr": "SpeechToText"}
+SHIPPED = {"mnist-vit": "Classifier", "shapes-asr": "SpeechToText", "shapes-clip": "CLIP"}
 MNIST_MARGIN = 0.002  # the same 1,000 test digits as the registry's figure: only arithmetic may differ
 WER_MARGIN = 0.04  # 40 new clips (about 300 words) against the registry's 200: sampling noise, not a regression
+ZERO_SHOT_MARGIN = 0.04  # 240 new images against the registry's 2,880: four standard errors at 97 %
+RECALL_MARGIN = 0.05  # 200 new scenes against the registry's 1,000 (fewer rivals per query, so an easier test)
 
 
 def test_the_registry_lists_every_shipped_model_and_they_are_small():
@@ -53,6 +56,21 @@ def test_shapes_asr_scores_its_figure_on_new_clips_of_held_out_voices(tmp_path):
     assert rc == 0
     wer = json.loads(out)["wer"]
     assert wer <= pretrained.registry()["shapes-asr"]["scores"]["wer_greedy"] + WER_MARGIN
+
+
+def test_shapes_clip_scores_its_figures_on_new_scenes(tmp_path):
+    write_shape_pairs(tmp_path, train_size=0, test_size=0, seed=2, retrieval_size=200, zero_shot_per_class=5,
+                      quiet=True)
+    scores = pretrained.registry()["shapes-clip"]["scores"]
+    zero = tmp_path / "zero_shot"
+    rc, out, _ = run_main("zero_shot", "--checkpoint", "shapes-clip", "--images", zero / "train_pairs",
+                          zero / "held_out", "--json")
+    assert rc == 0
+    assert json.loads(out)["accuracy"]["top1"] >= scores["zero_shot_48_classes"] - ZERO_SHOT_MARGIN
+    rc, out, _ = run_main("retrieve", "eval", "--checkpoint", "shapes-clip", "--pairs",
+                          tmp_path / "two_object_test.jsonl", "--json")
+    assert rc == 0
+    assert json.loads(out)["text_to_image"]["R@1"] >= scores["text_to_image_R@1"] - RECALL_MARGIN
 
 
 @pytest.fixture
