@@ -92,11 +92,17 @@ def test_benchmark_asr_against_transformers_whisper_on_cpu():
     assert decode["ratio_ours_over_reference"] > 0
 
 
-def test_time_to_quality_stops_at_the_target_and_reports_a_miss(tmp_path, monkeypatch):
+@pytest.fixture
+def ttq():
+    """benchmarks/time_to_quality.py as a module, under the name its callbacks are given to the CLI by."""
     spec = importlib.util.spec_from_file_location("time_to_quality", ROOT / "benchmarks" / "time_to_quality.py")
-    ttq = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = ttq
-    spec.loader.exec_module(ttq)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_time_to_quality_stops_at_the_target_and_reports_a_miss(ttq, tmp_path, monkeypatch):
     (tmp_path / "configs/tiny").mkdir(parents=True)
     (tmp_path / "configs/tiny/vit_folder.yaml").write_text((ROOT / "configs/tiny/vit_folder.yaml").read_text())
     run_script("make_data", "shape-classes", tmp_path / "data/shape_classes", "--train-size", 96, "--test-size", 24,
@@ -116,12 +122,8 @@ def test_time_to_quality_stops_at_the_target_and_reports_a_miss(tmp_path, monkey
                       for n in ("easy", "impossible")] and all(p.is_file() for p in tested)
 
 
-def test_time_to_quality_validates_a_clip_on_its_targets_draw(tmp_path, monkeypatch):
+def test_time_to_quality_validates_a_clip_on_its_targets_draw(ttq, tmp_path, monkeypatch):
     """The CLIP's targets are measured by the CLIPTargets callback on a draw of its own, written first."""
-    spec = importlib.util.spec_from_file_location("time_to_quality", ROOT / "benchmarks" / "time_to_quality.py")
-    ttq = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = ttq
-    spec.loader.exec_module(ttq)
     (tmp_path / "configs/tiny").mkdir(parents=True)
     (tmp_path / "configs/tiny/clip_tiny.yaml").write_text((ROOT / "configs/tiny/clip_tiny.yaml").read_text())
     run_script("make_data", "shapes", tmp_path / "data/shapes_pairs", "--train-size", 64, "--test-size", 16,
