@@ -5,6 +5,8 @@
     python benchmarks/benchmark.py --task clip        # CLIP ViT-B/32 training step vs OpenCLIP (GPU: batch 512)
     python benchmarks/benchmark.py --task asr         # Whisper-base-sized training step (batch 64, 30 s) and
                                                       # beam-5 decoding (batch 16) vs transformers
+    python benchmarks/benchmark.py --task inference   # image embedding vs OpenCLIP, ViT vs timm, transcription vs
+                                                      # openai-whisper (greedy, beam 5), as their users run them
     python benchmarks/benchmark.py --task attention --plot attention.png
                                                       # full vs local vs linformer attention, 1k-32k tokens
 Without a GPU it runs small CPU sizes and says so in the output ("device" and "sizes").
@@ -298,6 +300,130 @@ def asr_rows(train: Setting, decode: Setting, size: str, text_tokens: int, new_t
                                lambda: time_training(reference, tokens, reference_loss, train, train.batch))}}
 
 
+def time_inference(run: Callable[[], object], setting: Setting, items: int) -> dict:
+    """Items/s of ``run()`` (one batch of ``items``) under torch.inference_mode."""
+    with torch.inference_mode():
+        seconds, _ = measure(run, setting)
+    return {"items_per_s": items / seconds, "batch_ms": seconds * 1e3}
+
+
+def inference_rows(setting: Setting, clips: int = 8, new_tokens: int = 24, size: str = "small") -> dict:
+    """What a user who only runs models sees, ours against the tool they would otherwise use, each model built
+    from the reference's random weights (so both compute the same function: checked) and run as that tool runs it,
+    float32 on this device.
+    image_embedding: OpenCLIP ViT-B-32 ``encode_image`` against our CLIP's, 224 px, normalisation included.
+    vit_classification: timm ``vit_small_patch16_224`` forward against our Classifier's, 224 px, standardisation
+    included.
+    transcription: ``clips`` clips of 2-6 s through a Whisper-tiny-sized model, ``new_tokens`` tokens each (end of
+    text and the special tokens suppressed for both, as openai-whisper suppresses them), log-mel included: ours on
+    each clip's own length (`SpeechToText`'s way), openai-whisper ``decode`` on clips padded to 30 s (Whisper's
+    way; beam search one clip at a time, as its ``transcribe`` runs); "ours_padded" runs ours on the same 30-s
+    log-mel, the decoders alone compared. ``size="tiny"``: 2-layer models at 64 px, for the tests."""
+    import open_clip
+    import timm
+    import whisper
+    from whisper.decoding import DecodingOptions
+
+    from multimodal.encoders.audio import pad_waveforms
+    from multimodal.encoders.text import beam_search
+    from multimodal.interop.open_clip import load_open_clip
+    from multimodal.interop.timm import load_timm_vit
+    from multimodal.interop.whisper import load_whisper
+
+    rows, dev, b, tiny = {}, setting.device, setting.batch, size == "tiny"
+    image_size = 64 if tiny else 224
+    images = torch.rand(b, 3, image_size, image_size, device=dev)
+
+    if tiny:
+        reference = open_clip.CLIP(64, vision_cfg=dict(image_size=64, patch_size=32, width=128, layers=2),
+                                   text_cfg=dict(context_length=77, vocab_size=49408, width=128, heads=2, layers=2))
+    else:
+        reference = open_clip.create_model("ViT-B-32")
+    reference.to(dev).eval()
+    ours = load_open_clip("open_clip ViT-B-32", activation="gelu", state=reference.state_dict()).to(dev)
+    mean, std = torch.tensor(open_clip.OPENAI_DATASET_MEAN, device=dev), torch.tensor(open_clip.OPENAI_DATASET_STD, device=dev)
+    normalized = lambda x: (x - mean[:, None, None]) / std[:, None, None]
+    with torch.inference_mode():
+        agree = F.cosine_similarity(ours.encode_image(images), reference.encode_image(normalized(images), normalize=True))
+    rows["image_embedding"] = {"model": "tiny" if tiny else "ViT-B-32, 224 px", "batch": b,
+                               "min_cosine_ours_vs_reference": agree.min().item(),
+                               **versus(setting, "open_clip",
+                                        lambda: time_inference(lambda: ours.encode_image(images), setting, b),
+                                        lambda: time_inference(lambda: reference.encode_image(normalized(images),
+                                                                                              normalize=True), setting, b),
+                                        key="items_per_s")}
+
+    vit = dict(img_size=64, embed_dim=64, depth=2, num_heads=1) if tiny else {}
+    reference = timm.create_model("vit_small_patch16_224", pretrained=False, **vit).to(dev).eval()
+    ours = load_timm_vit("timm vit_small_patch16_224", state=reference.state_dict()).to(dev).eval()
+    standardized = lambda x: (x - ours.mean) / ours.std  # timm's models take standardized images; ours, [0, 1]
+    with torch.inference_mode():
+        difference = (ours(images) - reference(standardized(images))).abs().max().item()
+    rows["vit_classification"] = {"model": "tiny" if tiny else "vit_small_patch16_224, 224 px", "batch": b,
+                                  "max_logit_difference": difference,
+                                  **versus(setting, "timm", lambda: time_inference(lambda: ours(images), setting, b),
+                                           lambda: time_inference(lambda: reference(standardized(images)), setting, b),
+                                           key="items_per_s")}
+
+    width, layers = (64, 1) if tiny else (384, 4)
+    reference = whisper.model.Whisper(whisper.model.ModelDimensions(
+        n_mels=80, n_audio_ctx=1500, n_audio_state=width, n_audio_head=width // 64, n_audio_layer=layers,
+        n_vocab=51865, n_text_ctx=448, n_text_state=width, n_text_head=width // 64, n_text_layer=layers)).to(dev).eval()
+    ours = load_whisper("openai-whisper tiny-sized", state=reference.state_dict()).to(dev)
+    tokenizer = whisper.tokenizer.get_tokenizer(True, language="en", task="transcribe")
+    suppressed = torch.tensor([tokenizer.eot, tokenizer.transcribe, tokenizer.translate, tokenizer.sot,
+                               tokenizer.sot_prev, tokenizer.sot_lm, tokenizer.no_speech], device=dev)
+    g = torch.Generator().manual_seed(0)
+    waves = [0.1 * torch.randn(int(16_000 * (2 + 4 * torch.rand(1, generator=g).item())), generator=g)
+             for _ in range(clips)]
+
+    def suppressing(decoder):
+        def step(*args):
+            logits = decoder(*args)
+            logits[..., suppressed] = float("-inf")
+            return logits
+        return step
+
+    def decode_ours(memory, mask, beam):
+        return beam_search(suppressing(ours.decoder), memory, mask, ours.tokenizer.sos, ours.tokenizer.eos, beam,
+                           new_tokens)
+
+    def ours_own_length(beam):
+        batch, lengths = pad_waveforms(waves)
+        return decode_ours(*ours.encode(batch.to(dev), lengths.to(dev)), beam)
+
+    def whisper_mel():
+        return torch.stack([whisper.log_mel_spectrogram(whisper.pad_or_trim(w)) for w in waves]).to(dev)
+
+    def ours_padded(beam):
+        return decode_ours(ours.encoder.forward_features(whisper_mel())[0], None, beam)
+
+    def openai(beam):  # beam search one clip at a time: batched, openai-whisper 20250625 fails (its PR #2197)
+        options = DecodingOptions(language="en", without_timestamps=True, beam_size=beam if beam > 1 else None,
+                                  sample_len=new_tokens, suppress_tokens=[tokenizer.eot], suppress_blank=False,
+                                  fp16=False)
+        mel = whisper_mel()
+        batches = [mel] if beam == 1 else mel.split(1)
+        return [r.tokens for batch in batches for r in whisper.decode(reference, batch, options)]
+
+    with torch.inference_mode():
+        mel = whisper_mel()
+        encoder_difference = (ours.encoder.forward_features(mel)[0] - reference.encoder(mel)).abs().max().item()
+        same = ours_padded(1) == openai(1)
+    rows["transcription"] = {"model": f"Whisper, {layers} + {layers} layers, {width} wide, random weights", "clips": clips,
+                             "seconds_of_audio": round(sum(len(w) for w in waves) / 16_000, 1),
+                             "new_tokens_per_clip": new_tokens, "max_encoder_difference": encoder_difference,
+                             "greedy_tokens_identical_on_30s_mel": same}
+    timed = lambda decode, beam: time_inference(lambda: decode(beam), setting, clips)
+    for beam in (1, 5):
+        pair = versus(setting, "openai_whisper", functools.partial(timed, ours_own_length, beam),
+                      functools.partial(timed, openai, beam), key="items_per_s")
+        pair["ours_padded"] = timed(ours_padded, beam)
+        pair["ratio_ours_padded_over_reference"] = pair["ours_padded"]["items_per_s"] / pair["openai_whisper"]["items_per_s"]
+        rows["transcription"]["greedy" if beam == 1 else f"beam{beam}"] = pair
+    return rows
+
+
 def attention_rows(setting: Setting, lengths: list[int], dim: int = 256, heads: int = 4, window: int = 256,
                    low_rank: int = 256) -> dict:
     """Forward + backward time and peak memory of one attention layer per variant and sequence length, and the
@@ -365,7 +491,7 @@ def plot_attention(result: dict, path: str) -> None:
 @script_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", choices=["vit", "clip", "asr", "attention", "all"], default="all")
+    parser.add_argument("--task", choices=["vit", "clip", "asr", "attention", "inference", "all"], default="all")
     parser.add_argument("--compile", action="store_true", help="torch.compile both our model and the reference")
     parser.add_argument("--steps", type=positive, default=None, help="timed steps (default: 20 on GPU, 10 on CPU)")
     parser.add_argument("--device", type=device_name, default=None)
@@ -394,6 +520,9 @@ def main(argv: list[str] | None = None) -> int:
         decode = Setting(dev, batch=16 if gpu else 2, steps=max(1, steps // 5), warmup=1, compile=args.compile)
         report["results"]["asr"] = asr_rows(train, decode, "base" if gpu else "tiny", text_tokens=448 if gpu else 16,
                                             new_tokens=128 if gpu else 4)
+    if args.task in ("inference", "all"):
+        setting = Setting(dev, batch=16, steps=max(1, steps // 2), warmup=1, compile=False)
+        report["results"]["inference"] = inference_rows(setting)
     if args.task in ("attention", "all"):
         lengths = [1024, 2048, 4096, 8192, 16384, 32768] if gpu else [256, 512, 1024]
         setting = Setting(dev, batch=1, steps=steps, warmup=3 if gpu else 1, compile=False)

@@ -6,9 +6,18 @@ import pytest
 import soundfile as sf
 import torch
 
+from multimodal.data import speech_kokoro
 from multimodal.data.audio import SAMPLE_RATE, load_audio, write_audio
 from multimodal.data.shapes import DIGIT_WORDS
-from multimodal.data.speech_synth import SYNTH_RATE, make_speech_manifest, synthesize, variants, voice_split
+from multimodal.data.speech_synth import (
+    SYNTH_RATE,
+    make_speech_manifest,
+    source,
+    split_voices,
+    synthesize,
+    variants,
+    voice_split,
+)
 from multimodal.errors import InputError
 
 
@@ -85,10 +94,11 @@ def test_synthesize():
         synthesize("  ", "Annie")
 
 
-def test_speech_manifest_is_deterministic(tmp_path):
-    a = make_speech_manifest(tmp_path / "a", 3, "test", seed=7, quiet=True)
+@pytest.mark.parametrize("prosody", ["narrow", "wide"])
+def test_speech_manifest_is_deterministic(tmp_path, prosody):
+    a = make_speech_manifest(tmp_path / "a", 3, "test", seed=7, quiet=True, prosody=prosody)
     synthesize("four four", "m3", 200, 60, seed=9)  # history in between must not matter
-    b = make_speech_manifest(tmp_path / "b", 3, "test", seed=7, quiet=True, workers=2)  # processes: same bytes
+    b = make_speech_manifest(tmp_path / "b", 3, "test", seed=7, quiet=True, workers=2, prosody=prosody)  # same bytes
     assert a.name == "test.jsonl" and a.read_text() == b.read_text()
     lines = [json.loads(line) for line in a.read_text().splitlines()]
     assert [line["audio"] for line in lines] == [f"clips/test_{i:05d}.wav" for i in range(3)]
@@ -98,3 +108,51 @@ def test_speech_manifest_is_deterministic(tmp_path):
         assert 0.3 < len(load_audio(a.parent / line["audio"])) / SAMPLE_RATE < 6
     with pytest.raises(InputError, match="kinds"):
         make_speech_manifest(tmp_path / "c", 1, "train", 0, kinds=("poems",))
+
+
+def test_sources_of_speech_are_held_out_whole(tmp_path):
+    held_out = ("klatt", "kokoro")
+    voices = {split: split_voices(split, held_out_sources=held_out) for split in ("train", "test", "test_klatt")}
+    klatt = voices["test_klatt"]
+    assert {source(v) for v in klatt} == {"klatt"} and {"klatt", "klatt6", "benjamin"} <= set(klatt)
+    assert sorted(voices["train"] + voices["test"] + klatt) == variants()
+    assert not set(voices["test"]) & set(voice_split()[0])  # the held-out voices stay held out
+    assert split_voices("test_kokoro", held_out_sources=held_out) == speech_kokoro.voices()
+    assert len(speech_kokoro.voices()) == 15
+    kokoro_train, kokoro_test = speech_kokoro.voice_split()  # Kokoro in training: its male voice held out
+    assert set(split_voices("train", ("formant", "kokoro"), ("klatt",))) == {*voices["train"], *kokoro_train}
+    assert set(split_voices("test", ("formant", "kokoro"), ("klatt",))) == {*voices["test"], *kokoro_test}
+    assert not set(kokoro_train) & set(kokoro_test) and all("jm_kumo" in v for v in kokoro_test)
+    made = {}
+    for split, n in (("train", 12), ("test_klatt", 6), ("test_kokoro", 2)):
+        manifest = make_speech_manifest(tmp_path, n, split, seed=1, quiet=True, held_out_sources=held_out,
+                                        prosody="wide")
+        made[split] = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert {line["source"] for line in made["train"]} == {"espeak-formant"}
+    assert {line["source"] for line in made["test_klatt"]} == {"espeak-klatt"}
+    assert {line["source"] for line in made["test_kokoro"]} == {"kokoro"}
+    assert all(line["speaker"] in klatt for line in made["test_klatt"])
+    with pytest.raises(InputError, match="split must be one of"):
+        make_speech_manifest(tmp_path, 1, "test_klatt", seed=0)  # no source held out: no such split
+    with pytest.raises(InputError, match="no voices for train: every source"):
+        make_speech_manifest(tmp_path, 1, "train", seed=0, sources=("kokoro",), held_out_sources=("kokoro",))
+
+
+def test_kokoro_speaks_english_phonemes_deterministically():
+    assert speech_kokoro.kokoro_phonemes("a large yellow diamond") == "ə lˈɑɹʤ jˈɛlO dˈIəmənd"
+    audio = speech_kokoro.synthesize("seven three", "jm_kumo", speed=1.0)
+    assert audio.dtype == np.float32 and 0.4 < len(audio) / speech_kokoro.KOKORO_RATE < 3 and np.abs(audio).max() > 0.05
+    assert np.array_equal(audio, speech_kokoro.synthesize("seven three", "jm_kumo", speed=1.0))
+    slow = speech_kokoro.synthesize("seven three", "jm_kumo", speed=0.7)
+    assert len(slow) > 1.2 * len(audio)
+    assert not np.array_equal(audio[:4000], speech_kokoro.synthesize("seven three", "jf_alpha+jm_kumo")[:4000])
+    with pytest.raises(InputError, match="unknown Kokoro voice"):
+        speech_kokoro.synthesize("seven", "af_heart")
+
+
+def test_wide_prosody_varies_pitch_range_and_word_gaps():
+    flat = synthesize("one two three four", "m3", 175, 50, seed=0, pitch_range=0)
+    lively = synthesize("one two three four", "m3", 175, 50, seed=0, pitch_range=100)
+    spaced = synthesize("one two three four", "m3", 175, 50, seed=0, word_gap=5)
+    assert not np.array_equal(flat, lively)
+    assert len(spaced) / SYNTH_RATE > len(flat) / SYNTH_RATE + 3 * 0.04  # three gaps of 50 ms, at least 40 each

@@ -20,6 +20,8 @@ def recipe_data(shape_folders, tmp_path_factory):
     data.mkdir()
     os.symlink(shape_folders, data / "shape_classes")
     run_script("make_data", "speech", data / "speech", "--train-size", 8, "--test-size", 4)  # asr_*.yaml
+    run_script("make_data", "speech", data / "speech_robust", "--train-size", 8, "--test-size", 4,
+               "--sources", "formant", "kokoro", "--hold-out-sources", "klatt", "--prosody", "wide")
     run_script("make_data", "shapes", data / "shapes_pairs", "--train-size", 16, "--test-size", 8,  # clip_*.yaml
                "--retrieval-size", 2, "--zero-shot-per-class", 1, "--image-size", 32)
     return data

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import ROOT, run_script
 
 SCRIPTS = sorted(p.stem for p in (ROOT / "scripts").glob("*.py"))
@@ -80,6 +81,21 @@ def test_crossover_is_the_length_from_which_a_variant_stays_faster():
     assert crossover(rows([1, 2, 4, 8], [0.5, 3, 3, 4]), "local") == 4  # a lucky short length is no crossover
     assert crossover(rows([1, 2, 4, None], [2, 3, 5, 9]), "local") == 8  # full ran out of memory
     assert crossover(rows([1, 2, 4, 8], [2, 3, 5, 9]), "local") is None
+
+
+def test_benchmark_inference_against_open_clip_timm_and_openai_whisper():
+    """Tiny models through the rows of ``--task inference``: each pair computes the same function, every ratio is
+    measured, and ours decodes exactly as many tokens as openai-whisper."""
+    bench = load_benchmark()
+    rows = bench.inference_rows(bench.Setting(torch.device("cpu"), batch=2, steps=1, warmup=0, compile=False),
+                                clips=2, new_tokens=3, size="tiny")
+    assert rows["image_embedding"]["min_cosine_ours_vs_reference"] > 0.9999
+    assert rows["vit_classification"]["max_logit_difference"] < 1e-4
+    assert rows["transcription"]["greedy_tokens_identical_on_30s_mel"] and rows["transcription"]["max_encoder_difference"] < 1e-4
+    for row in (rows["image_embedding"], rows["vit_classification"], rows["transcription"]["greedy"],
+                rows["transcription"]["beam5"]):
+        assert row["ratio_ours_over_reference"] > 0
+    assert rows["transcription"]["beam5"]["ratio_ours_padded_over_reference"] > 0
 
 
 def test_benchmark_asr_against_transformers_whisper_on_cpu():

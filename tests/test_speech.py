@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import random
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -16,13 +17,14 @@ from multimodal.data.speech import (
     DurationBatchSampler,
     SpeechDataset,
     SpeechManifestData,
+    Utterance,
     collate_speech,
     read_manifest,
     speed_perturb,
 )
 from multimodal.encoders.text import beam_search, greedy_decode
 from multimodal.errors import InputError
-from multimodal.inference.transcribe import transcribe_files, transcribe_waveforms
+from multimodal.inference.transcribe import rates_by, transcribe_files, transcribe_waveforms
 from multimodal.loading import load_model
 from multimodal.models import SpeechToText
 from multimodal.models.speech import split_points
@@ -111,6 +113,7 @@ def test_bad_manifest_lines_name_file_and_line(speech, tmp_path):
         '{"audio": "x.wav", "text": "a red star"': "not valid JSON",
         json.dumps({"audio": "corrupt.wav", "text": "a red star"}): "not a readable audio file",
         json.dumps({"audio": clip}): "no 'text' field",
+        json.dumps({"audio": clip, "text": "a red star", "speaker": 7}): "'speaker' must be a string, got int",
     }
     good = json.dumps({"audio": clip, "text": "a red star"})
     for bad, reason in cases.items():
@@ -121,10 +124,10 @@ def test_bad_manifest_lines_name_file_and_line(speech, tmp_path):
     # training data: bad lines skipped, counted and named in one warning; all bad: refused
     manifest = write_manifest(tmp_path, [good, *cases, good])
     data = SpeechManifestData(train_manifest=str(manifest))
-    with pytest.warns(UserWarning, match=r"skipped 5 of 7 lines") as record:
+    with pytest.warns(UserWarning, match=r"skipped 6 of 8 lines") as record:
         assert data.texts() == ["a red star", "a red star"]
-    assert all(f"m.jsonl:{n}:" in str(record[0].message) for n in range(2, 7))
-    with pytest.raises(InputError, match="all 5 are bad"):
+    assert all(f"m.jsonl:{n}:" in str(record[0].message) for n in range(2, 8))
+    with pytest.raises(InputError, match="all 6 are bad"):
         SpeechManifestData(train_manifest=str(write_manifest(tmp_path, list(cases), "bad.jsonl"))).texts()
     # validation / test data are refused at the first bad line
     data = SpeechManifestData(train_manifest=str(write_manifest(tmp_path, [good], "good.jsonl")),
@@ -200,6 +203,9 @@ def test_train_then_transcribe_end_to_end(speech, tmp_path, capsys):
                                    "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["utterances"] == 4 and {"wer", "cer"} <= result.keys() and result["wer"] >= 0
+    speakers = [json.loads(line)["speaker"] for line in (speech / "test.jsonl").read_text().splitlines()]
+    assert {name: r["utterances"] for name, r in result["by_speaker"].items()} == Counter(speakers)
+    assert sum(r["utterances"] for r in result["by_source"].values()) == 4
     assert [f["reference"] for f in result["files"]] == [
         json.loads(line)["text"] for line in (speech / "test.jsonl").read_text().splitlines()]
 
@@ -235,3 +241,17 @@ def test_configure_model_builds_tokenizer_and_refuses_clips_beyond_the_window(sp
         configured(50)
     with pytest.raises(InputError, match="unknown characters"):
         configured(300, CharTokenizer(list("abc ")).to_dict())
+
+
+def test_error_rates_per_group_count_each_group_alone(tmp_path):
+    def utterance(text: str, speaker: str | None, source: str | None) -> Utterance:
+        return Utterance(tmp_path / "a.wav", text, 1.0, tmp_path / "m.jsonl", 1, speaker, source)
+
+    utterances = [utterance("a red star", "Annie", "espeak-formant"), utterance("one two", "klatt", "espeak-klatt"),
+                  utterance("a blue circle", "klatt", "espeak-klatt"), utterance("three", None, None)]
+    hypotheses = ["a red star", "one too", "a blue circle", "tree"]
+    by_speaker = rates_by("speaker", utterances, hypotheses)
+    assert list(by_speaker) == ["(none)", "Annie", "klatt"]
+    assert by_speaker["Annie"]["wer"] == 0 and by_speaker["(none)"]["wer"] == 1
+    assert by_speaker["klatt"] == {"utterances": 2, "wer": pytest.approx(1 / 5), "cer": pytest.approx(1 / 20)}
+    assert rates_by("source", utterances, hypotheses)["espeak-klatt"]["wer"] == pytest.approx(1 / 5)

@@ -1,5 +1,5 @@
-"""Speech augmentation: each transform does what it says (SNR, spectrum slope, decay time, bandwidth, gain), keeps
-the clip's length, is seeded, and reaches training clips only."""
+"""Speech augmentation: each transform does what it says (SNR, spectrum slope, decay time, bandwidth, gain, formant
+frequencies), keeps the clip's length, is seeded, and reaches training clips only."""
 
 import json
 import math
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import torchaudio.functional as AF
 
 from multimodal.data.audio import SAMPLE_RATE, load_audio
 from multimodal.data.speech import SpeechManifestData
@@ -20,6 +21,7 @@ from multimodal.data.speech_augment import (
     gain,
     reverberate,
     room_impulse_response,
+    shift_formants,
 )
 
 
@@ -95,9 +97,48 @@ def test_gain_scales_by_the_decibels_asked():
     assert torch.allclose(gain(clean, -6.0).abs().max() / clean.abs().max(), torch.tensor(10 ** (-6 / 20)))
 
 
+def vowel(excitation: torch.Tensor, formants=((700, 80), (1800, 100))) -> torch.Tensor:
+    """``excitation`` through two-pole resonators at the formants (Hz, bandwidth Hz), peak 0.5."""
+    for frequency, bandwidth in formants:
+        r, theta = math.exp(-math.pi * bandwidth / SAMPLE_RATE), 2 * math.pi * frequency / SAMPLE_RATE
+        excitation = AF.lfilter(excitation, torch.tensor([1.0, -2 * r * math.cos(theta), r * r]),
+                                torch.tensor([1.0, 0.0, 0.0]), clamp=False)
+    return 0.5 * excitation / excitation.abs().max()
+
+
+def spectral_peak(x: torch.Tensor, low: float, high: float) -> float:
+    """The frequency (Hz) of the largest mean power between low and high, smoothed over 80 Hz."""
+    power = torch.stft(x, 1024, 256, window=torch.hann_window(1024), return_complex=True).abs().pow(2).mean(1)
+    power = torch.nn.functional.avg_pool1d(power[None, None], 5, 1, 2)[0, 0]
+    f = torch.fft.rfftfreq(1024, 1 / SAMPLE_RATE)
+    band = (f > low) & (f < high)
+    return f[band][power[band].argmax()].item()
+
+
+def pitch_hz(x: torch.Tensor) -> float:
+    correlation = torch.fft.irfft(torch.fft.rfft(x, n=2 * x.numel()).abs().pow(2))
+    shortest, longest = SAMPLE_RATE // 400, SAMPLE_RATE // 60
+    return SAMPLE_RATE / (shortest + correlation[shortest:longest].argmax().item())
+
+
+@pytest.mark.parametrize("ratio", [0.85, 1.2])
+def test_formant_shift_moves_the_formants_and_keeps_the_pitch(ratio):
+    whispered = vowel(torch.randn(2 * SAMPLE_RATE, generator=torch.Generator().manual_seed(0)))
+    shifted = shift_formants(whispered, ratio)
+    assert shifted.shape == whispered.shape and shifted.pow(2).mean() == pytest.approx(whispered.pow(2).mean())
+    assert spectral_peak(whispered, 300, 1200) == pytest.approx(700, abs=40)
+    assert spectral_peak(shifted, 300, 1200) == pytest.approx(700 * ratio, abs=40)
+    assert spectral_peak(shifted, 1200, 2600) == pytest.approx(1800 * ratio, abs=60)
+    pulses = torch.zeros(2 * SAMPLE_RATE)
+    pulses[:: SAMPLE_RATE // 125] = 1.0  # 125 Hz
+    voiced = vowel(pulses)
+    assert pitch_hz(shift_formants(voiced, ratio)) == pytest.approx(pitch_hz(voiced), rel=0.01)
+    assert torch.allclose(shift_formants(voiced, 1.0), voiced, atol=1e-5)
+
+
 def test_augment_is_seeded_and_off_by_default():
     clean, other = voice_like(), lambda: voice_like(0.5, seed=9)
-    augment = SpeechAugment(noise=1.0, reverb=1.0, band_limit=1.0, gain=1.0)
+    augment = SpeechAugment(noise=1.0, reverb=1.0, band_limit=1.0, gain=1.0, formant=1.0)
     a, b = augment(clean, random.Random(3), other), augment(clean, random.Random(3), other)
     assert torch.equal(a, b) and a.shape == clean.shape and not torch.allclose(a, clean)
     assert not torch.equal(a, augment(clean, random.Random(4), other))
@@ -108,6 +149,7 @@ def test_augment_is_seeded_and_off_by_default():
     ({"noise": 1.5}, "noise is a probability"), ({"snr_db": [30, 5]}, r"snr_db must be \[low, high\]"),
     ({"rt60": [0.0, 0.5]}, "rt60 must be positive"), ({"noise_kinds": ["violet"]}, "noise_kinds must be some of"),
     ({"band_rates": [22050]}, "band_rates must be rates"), ({"babble_voices": 0}, "babble_voices"),
+    ({"formant_ratio": [0.3, 1.2]}, "formant_ratio must lie within"), ({"formant": -0.1}, "formant is a probability"),
 ])
 def test_a_bad_augment_setting_is_refused_by_name(bad, match):
     with pytest.raises(ValueError, match=match):

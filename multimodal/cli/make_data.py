@@ -4,6 +4,7 @@
     multimodal make-data shape-classes data/shape_classes # single-object shapes-world images
     multimodal make-data shapes data/shapes_pairs         # shapes-world image–caption pairs (CLIP)
     multimodal make-data speech data/speech               # spoken shapes sentences + digits (espeak-ng)
+    multimodal make-data speech data/speech_robust --sources formant kokoro --hold-out-sources klatt --prosody wide
 """
 
 import argparse
@@ -48,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     speech.add_argument("--test-size", type=at_least(0), default=500, help="test clips (held-out voices)")
     speech.add_argument("--seed", type=int, default=0)
     speech.add_argument("--workers", type=positive, default=1, help="synthesizing processes (same bytes for any number)")
+    speech.add_argument("--sources", nargs="+", choices=["formant", "klatt", "kokoro"], default=["formant", "klatt"],
+                        help="sources of speech: espeak-ng's formant and Klatt synthesis (default), the Kokoro neural "
+                             "engine; each has its own held-out test voices")
+    speech.add_argument("--hold-out-sources", nargs="+", choices=["formant", "klatt", "kokoro"], default=[],
+                        help="keep these sources out of train and test; speak test_SOURCE.jsonl with each alone")
+    speech.add_argument("--prosody", choices=["narrow", "wide"], default="narrow",
+                        help="per-clip rate and pitch (narrow), or also pitch range and word gaps, over wider ranges")
     args = parser.parse_args(argv)
     output_folder(args.out, create=False)  # created by the writers, after they have checked the sizes
     try:
@@ -61,9 +69,13 @@ def write(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     if args.dataset == "speech":
         from multimodal.data.speech_synth import make_speech_manifest
-        counts = {split: n for split, n in (("train", args.train_size), ("test", args.test_size)) if n > 0}
+        splits = [("train", args.train_size), ("test", args.test_size)]
+        splits += [(f"test_{source}", args.test_size) for source in args.hold_out_sources]
+        counts = {split: n for split, n in splits if n > 0}
         for split, n in counts.items():
-            make_speech_manifest(args.out, n, split, args.seed, quiet=args.json, workers=args.workers)
+            make_speech_manifest(args.out, n, split, args.seed, quiet=args.json, workers=args.workers,
+                                 sources=tuple(args.sources), held_out_sources=tuple(args.hold_out_sources),
+                                 prosody=args.prosody)
         if args.json:
             print_json({"dataset": args.dataset, "out": str(args.out), "clips": counts,
                         "manifests": [str(args.out / f"{split}.jsonl") for split in counts]})

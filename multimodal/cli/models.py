@@ -42,6 +42,7 @@ def mnist_scores(model: Model) -> dict[str, float]:
 
 
 def speech_scores(model: Model) -> dict[str, float]:
+    """WER / CER, greedy and beam 5, on held-out voices; WER per source (espeak-ng's formant, Klatt) too."""
     from multimodal.inference.transcribe import transcribe_manifest
 
     scores = {}
@@ -49,6 +50,7 @@ def speech_scores(model: Model) -> dict[str, float]:
         result = transcribe_manifest(model, ROOT / "data/speech_eval/test.jsonl", beam_size=beam)
         name = "greedy" if beam == 1 else f"beam{beam}"
         scores.update({f"wer_{name}": result["wer"], f"cer_{name}": result["cer"]})
+        scores.update({f"wer_{source}_{name}": r["wer"] for source, r in result.get("by_source", {}).items()})
     return scores
 
 

@@ -2,6 +2,7 @@
 
     multimodal transcribe --checkpoint runs/asr_shapes/checkpoints/last.ckpt clip.wav more.flac
     multimodal transcribe --checkpoint CKPT --manifest data/speech/test.jsonl   # also WER and CER
+A manifest whose lines name a "speaker" or "source" also gets WER and CER per speaker and per source.
 Audio: wav / flac / ogg at any sample rate and channel count. Audio longer than the model's window is
 transcribed in windows (a warning says so), or refused with --long-audio refuse.
 """
@@ -48,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             mark = ""
         print(f"{r['path']}: {r['text']}{mark}")
+    for key in ("by_speaker", "by_source"):
+        for name, rates in result.get(key, {}).items():
+            print(f"{key[3:]} {name}: utterances={rates['utterances']} WER={rates['wer']:.4f} CER={rates['cer']:.4f}")
     if "wer" in result:
         print(f"utterances={result['utterances']} WER={result['wer']:.4f} CER={result['cer']:.4f}")
     return 0

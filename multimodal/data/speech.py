@@ -1,5 +1,6 @@
 """Speech data: JSONL manifests of ``{"audio": "clips/a.wav", "text": "..."}`` (paths relative to the
-manifest), validated up front, read at any rate / channel count, batched by duration.
+manifest; optional ``"speaker"`` and ``"source"`` strings name who or what made the clip, for results per
+group), validated up front, read at any rate / channel count, batched by duration.
 
 A bad line (bad JSON, no "audio" or "text", empty text, a missing or unreadable audio file) is named
 with the manifest's path and line number. Training data skip bad lines, count them and name them in one
@@ -36,6 +37,8 @@ class Utterance:
     seconds: float  # at 16 kHz, before any speed perturbation
     manifest: Path
     line: int
+    speaker: str | None = None
+    source: str | None = None  # the synthesizer, corpus or recording set
 
 
 def _check_line(raw: str, manifest: Path, line: int, check_audio: bool) -> Utterance:
@@ -54,6 +57,9 @@ def _check_line(raw: str, manifest: Path, line: int, check_audio: bool) -> Utter
     text = entry["text"].strip()
     if not text:
         raise InputError("empty text", manifest, line)
+    for key in ("speaker", "source"):
+        if key in entry and not isinstance(entry[key], str):
+            raise InputError(f"{key!r} must be a string, got {type(entry[key]).__name__}", manifest, line)
     audio = manifest.parent / entry["audio"]
     try:
         if check_audio:  # the whole file, as training will read it: corrupt, silent, too short, NaN
@@ -70,7 +76,7 @@ def _check_line(raw: str, manifest: Path, line: int, check_audio: bool) -> Utter
                 raise InputError(f"too short: {seconds:.3f} s, at least {MIN_SECONDS} s needed", audio)
     except InputError as e:
         raise InputError(f"audio {entry['audio']!r}: {e.reason}", manifest, line) from None
-    return Utterance(audio, text, seconds, manifest, line)
+    return Utterance(audio, text, seconds, manifest, line, entry.get("speaker"), entry.get("source"))
 
 
 def read_manifest(path: str | Path, skip_bad: bool = False, check_audio: bool = True,

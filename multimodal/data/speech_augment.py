@@ -1,9 +1,10 @@
-"""Waveform augmentation for speech training: additive noise at a random SNR (white, pink, brown, or babble made of
-other training clips), reverberation through a simulated room impulse response, band-limiting to a telephone rate,
-and gain; each a small function of a mono 16 kHz waveform (T,) that keeps its length.
+"""Waveform augmentation for speech training: formant shifting (another vocal tract length, the same pitch),
+additive noise at a random SNR (white, pink, brown, or babble made of other training clips), reverberation through
+a simulated room impulse response, band-limiting to a telephone rate, and gain; each a small function of a mono
+16 kHz waveform (T,) that keeps its length.
 
 Written on torch and torchaudio rather than taken from audiomentations (numpy, one clip at a time) or
-pyroomacoustics (an image-source room simulator, a compiled extension): the five transforms are a few lines each,
+pyroomacoustics (an image-source room simulator, a compiled extension): the six transforms are a few lines each,
 run in the DataLoader workers without another dependency, and draw from one seeded ``random.Random`` per clip.
 The spectrogram-side augmentation (SpecAugment) lives in the audio encoder; speed perturbation in ``data.speech``.
 """
@@ -77,12 +78,29 @@ def gain(waveform: Tensor, db: float) -> Tensor:
     return waveform * 10 ** (db / 20)
 
 
+def shift_formants(waveform: Tensor, ratio: float, n_fft: int = 512, lifter: int = 48) -> Tensor:
+    """A longer or shorter vocal tract with the same pitch: each frame's spectral envelope (its cepstrum below
+    ``lifter`` quefrency bins) moved up in frequency by ``ratio`` (> 1: a shorter tract, as from a man to a
+    woman), the harmonics left where they are. The same length and power."""
+    window = torch.hann_window(n_fft)
+    spectrum = torch.stft(waveform, n_fft, n_fft // 4, window=window, return_complex=True)  # (F, frames)
+    cepstrum = torch.fft.irfft(spectrum.abs().clamp_min(1e-6).log(), dim=0)  # (n_fft, frames)
+    cepstrum[lifter:-lifter + 1] = 0
+    envelope = torch.fft.rfft(cepstrum, dim=0).real  # log magnitude, smoothed over frequency
+    source = (torch.arange(envelope.shape[0]) / ratio).clamp(max=envelope.shape[0] - 1)
+    below = source.floor().long().clamp(max=envelope.shape[0] - 2)
+    weight = (source - below)[:, None]
+    moved = envelope[below] * (1 - weight) + envelope[below + 1] * weight
+    out = torch.istft(spectrum * (moved - envelope).exp(), n_fft, n_fft // 4, window=window, length=waveform.numel())
+    return out * (_power(waveform) / _power(out)).sqrt()
+
+
 @dataclass
 class SpeechAugment:
     """What each training clip may go through, with the probability of each; every probability 0 (the default)
     is no augmentation. In a recipe: ``data.init_args.augment: {noise: 0.5, reverb: 0.3, band_limit: 0.2}``.
-    Order: reverberation, noise, band-limiting, gain (a room, then the noise around the microphone, then the
-    channel)."""
+    Order: formant shift, reverberation, noise, band-limiting, gain (another speaker, in a room, then the noise
+    around the microphone, then the channel)."""
     noise: float = 0.0
     snr_db: tuple[float, float] = (5.0, 30.0)
     noise_kinds: tuple[str, ...] = NOISE_KINDS
@@ -93,19 +111,23 @@ class SpeechAugment:
     band_rates: tuple[int, ...] = (8000,)  # Hz
     gain: float = 0.0
     gain_db: tuple[float, float] = (-6.0, 6.0)
+    formant: float = 0.0
+    formant_ratio: tuple[float, float] = (0.85, 1.2)
 
     def __post_init__(self):
-        for name in ("noise", "reverb", "band_limit", "gain"):
+        for name in ("noise", "reverb", "band_limit", "gain", "formant"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
                 raise ValueError(f"augment {name} is a probability between 0 and 1, got {value!r}")
-        for name in ("snr_db", "rt60", "gain_db"):
+        for name in ("snr_db", "rt60", "gain_db", "formant_ratio"):
             value = tuple(getattr(self, name))
             if len(value) != 2 or value[0] > value[1]:
                 raise ValueError(f"augment {name} must be [low, high], got {list(value)!r}")
             setattr(self, name, value)
         if self.rt60[0] <= 0:
             raise ValueError(f"augment rt60 must be positive seconds, got {list(self.rt60)!r}")
+        if not (0.5 <= self.formant_ratio[0] and self.formant_ratio[1] <= 2):
+            raise ValueError(f"augment formant_ratio must lie within [0.5, 2], got {list(self.formant_ratio)!r}")
         self.noise_kinds, self.band_rates = tuple(self.noise_kinds), tuple(self.band_rates)
         unknown = set(self.noise_kinds) - set(NOISE_KINDS)
         if not self.noise_kinds or unknown:
@@ -118,11 +140,13 @@ class SpeechAugment:
 
     @property
     def active(self) -> bool:
-        return any((self.noise, self.reverb, self.band_limit, self.gain))
+        return any((self.formant, self.noise, self.reverb, self.band_limit, self.gain))
 
     def __call__(self, waveform: Tensor, rng: random.Random, other_clip: Callable[[], Tensor]) -> Tensor:
         """The clip augmented; ``rng`` draws every choice, ``other_clip()`` gives another training clip (babble)."""
         generator = torch.Generator().manual_seed(rng.getrandbits(63))
+        if rng.random() < self.formant:
+            waveform = shift_formants(waveform, rng.uniform(*self.formant_ratio))
         if rng.random() < self.reverb:
             waveform = reverberate(waveform, room_impulse_response(rng.uniform(*self.rt60), generator))
         if rng.random() < self.noise:

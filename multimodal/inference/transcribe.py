@@ -15,7 +15,7 @@ from torch import Tensor
 from torchmetrics.functional.text import char_error_rate, word_error_rate
 
 from multimodal.data.audio import load_audio
-from multimodal.data.speech import read_manifest, report_skipped
+from multimodal.data.speech import Utterance, read_manifest, report_skipped
 from multimodal.errors import InputError
 from multimodal.models import SpeechToText
 
@@ -49,19 +49,34 @@ def transcribe_files(model: SpeechToText, paths: list[str | Path], beam_size: in
     return {"files": [{"path": str(p), **r} for p, r in zip(kept, results)], "skipped": [str(e) for e in skipped]}
 
 
+def error_rates(hypotheses: list[str], references: list[str]) -> dict:
+    return {"utterances": len(references), "wer": float(word_error_rate(hypotheses, references)),
+            "cer": float(char_error_rate(hypotheses, references))}
+
+
+def rates_by(key: str, utterances: list[Utterance], hypotheses: list[str]) -> dict[str, dict]:
+    """WER / CER of each value of the utterances' ``key`` ("speaker" or "source"), sorted by name; lines
+    without it are counted under "(none)"."""
+    groups: dict[str, list[int]] = {}
+    for i, u in enumerate(utterances):
+        groups.setdefault(getattr(u, key) or "(none)", []).append(i)
+    return {name: error_rates([hypotheses[i] for i in members], [utterances[i].text for i in members])
+            for name, members in sorted(groups.items())}
+
+
 def transcribe_manifest(model: SpeechToText, manifest: str | Path, beam_size: int | None = None,
                         batch_size: int = 16, long_audio: str = "split", quiet: bool = False) -> dict:
-    """Transcripts of every good line of a manifest, with WER and CER against its texts; bad lines are
-    skipped, counted and named (all bad: refused)."""
+    """Transcripts of every good line of a manifest, with WER and CER against its texts, also per speaker and
+    per source when the manifest names them; bad lines are skipped, counted and named (all bad: refused)."""
     utterances, bad = read_manifest(manifest, skip_bad=True, check_audio=True)
     report_skipped(Path(manifest), bad, len(utterances) + len(bad))
     waveforms = [load_audio(u.audio) for u in utterances]
     results = transcribe_waveforms(model, waveforms, [f"{u.manifest}:{u.line}" for u in utterances], beam_size,
                                    batch_size, long_audio, quiet)
-    hypotheses, references = [r["text"] for r in results], [u.text for u in utterances]
-    return {"manifest": str(manifest), "utterances": len(utterances),
-            "wer": float(word_error_rate(hypotheses, references)),
-            "cer": float(char_error_rate(hypotheses, references)),
+    hypotheses = [r["text"] for r in results]
+    groups = {f"by_{key}": rates_by(key, utterances, hypotheses) for key in ("source", "speaker")
+              if any(getattr(u, key) for u in utterances)}
+    return {"manifest": str(manifest), **error_rates(hypotheses, [u.text for u in utterances]), **groups,
             "skipped": [str(e) for e in bad],
             "files": [{"path": str(u.audio), "line": u.line, "reference": u.text, **r}
                       for u, r in zip(utterances, results)]}
