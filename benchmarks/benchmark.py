@@ -325,7 +325,7 @@ def inference_rows(setting: Setting, clips: int = 8, new_tokens: int = 24, size:
     from whisper.decoding import DecodingOptions
 
     from multimodal.encoders.audio import pad_waveforms
-    from multimodal.encoders.text import beam_search
+    from multimodal.encoders.text import beam_search, greedy_decode
     from multimodal.interop.open_clip import load_open_clip
     from multimodal.interop.timm import load_timm_vit
     from multimodal.interop.whisper import load_whisper
@@ -384,9 +384,11 @@ def inference_rows(setting: Setting, clips: int = 8, new_tokens: int = 24, size:
             return logits
         return step
 
-    def decode_ours(memory, mask, beam):
-        return beam_search(suppressing(ours.decoder), memory, mask, ours.tokenizer.sos, ours.tokenizer.eos, beam,
-                           new_tokens)
+    def decode_ours(memory, mask, beam):  # as SpeechToText.decode: greedy_decode for beam 1
+        tok, decoder = ours.tokenizer, suppressing(ours.decoder)
+        if beam == 1:
+            return greedy_decode(decoder, memory, mask, tok.sos, tok.eos, new_tokens)
+        return beam_search(decoder, memory, mask, tok.sos, tok.eos, beam, new_tokens)
 
     def ours_own_length(beam):
         batch, lengths = pad_waveforms(waves)
