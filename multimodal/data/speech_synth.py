@@ -34,6 +34,7 @@ from multimodal.data import shapes
 from multimodal.errors import InputError
 
 SYNTH_RATE = 22_050
+RATE_WPM = 175  # espeak-ng's default speaking rate, words per minute; Kokoro's speed 1.0
 SPEECH_KINDS = ("shapes", "digits")
 SOURCES = ("formant", "klatt", "kokoro")  # espeak-ng's two synthesis methods, and a neural engine
 ESPEAK_SOURCES = ("formant", "klatt")
@@ -132,7 +133,7 @@ def split_voices(split: str, sources: tuple[str, ...] = ESPEAK_SOURCES, held_out
     raise InputError(f"split must be one of {allowed}, not {split!r}")
 
 
-def synthesize(text: str, variant: str, rate_wpm: int = 175, pitch: int = 50, seed: int = 0,
+def synthesize(text: str, variant: str, rate_wpm: int = RATE_WPM, pitch: int = 50, seed: int = 0,
                pitch_range: int = 50, word_gap: int = 0) -> np.ndarray:
     """`text` read by en-us with a voice variant: float32 (T,) in [-1, 1] at SYNTH_RATE. rate_wpm is
     words per minute (80-450), pitch 0-100, pitch_range 0-100 (0: monotone), word_gap the pause between
@@ -193,7 +194,7 @@ def _speak_to_file(job: tuple[str, dict]) -> None:
     path, arguments = job
     if source(arguments["variant"]) == "kokoro":  # speed from the rate drawn; no pitch control
         from multimodal.data import speech_kokoro
-        audio = speech_kokoro.synthesize(arguments["text"], arguments["variant"], arguments["rate_wpm"] / 175)
+        audio = speech_kokoro.synthesize(arguments["text"], arguments["variant"], arguments["rate_wpm"] / RATE_WPM)
         sf.write(path, audio, speech_kokoro.KOKORO_RATE, subtype="PCM_16")
     else:
         sf.write(path, synthesize(**arguments), SYNTH_RATE, subtype="PCM_16")
@@ -203,7 +204,8 @@ def make_speech_manifest(out_dir: str | Path, n: int, split: str, seed: int,
                          kinds: tuple[str, ...] = SPEECH_KINDS, quiet: bool = False, workers: int = 1,
                          sources: tuple[str, ...] = ESPEAK_SOURCES, held_out_sources: tuple[str, ...] = (),
                          prosody: str = "narrow") -> Path:
-    """Synthesize n clips into out_dir/clips/{split}_{i:05d}.wav (SYNTH_RATE; load_audio resamples) and
+    """Synthesize n clips into out_dir/clips/{split}_{i:05d}.wav (SYNTH_RATE, Kokoro's at KOKORO_RATE;
+    load_audio resamples) and
     list them in out_dir/{split}.jsonl as {"audio": "clips/...", "text": ..., "speaker": VOICE, "source":
     "espeak-formant", "espeak-klatt" or "kokoro"}; returns the manifest. Sentences take turns through `kinds`
     (shapes-world captions, digit strings); voices come from split_voices(split, sources, held_out_sources), rate, pitch,
