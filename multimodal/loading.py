@@ -43,7 +43,8 @@ FORMATS = [(("patch_embed.proj.weight",), "timm ViT", Classifier, load_timm_vit)
 
 
 # the model each of our tasks trains
-TASK_MODELS = {"ImageClassifier": "Classifier", "SpeechRecognizer": "SpeechToText", "ImageTextContrastive": "CLIP"}
+TASK_MODELS = {"ImageClassifier": "Classifier", "SpeechRecognizer": "SpeechToText", "ImageTextContrastive": "CLIP",
+               "SpeechImageContrastive": "SpeechCLIP"}
 
 
 def task_description(task: str, hparams: dict, source: str | Path) -> dict:
@@ -55,7 +56,9 @@ def task_description(task: str, hparams: dict, source: str | Path) -> dict:
                          f"the checkpoint's hyper-parameters are {type(hparams).__name__}, not a dict", source)
     model = TASK_MODELS[task]
     fields = {"Classifier": ("vit", "mean", "std"), "SpeechToText": ("encoder", "decoder", "beam_size", "length_penalty"),
-              "CLIP": ("vit", "text", "embed_dim", "mean", "std")}[model]
+              "CLIP": ("vit", "text", "embed_dim", "mean", "std")}.get(model)
+    if fields is None:  # tasks newer than the models' own descriptions always save one
+        raise InputError("the checkpoint has no model description (multimodal_model)", source)
     config = {k: hparams[k] for k in fields if k in hparams}
     if model == "CLIP":  # the loss decided the initial temperature and whether there is a bias (SigLIP's)
         siglip = hparams.get("loss") == "siglip"

@@ -97,13 +97,18 @@ def test_kv_cache_decoding_equals_full_forward():
 
 
 def test_cache_reorder_follows_beams():
+    """Two utterances of two beams each: after reordering, every row goes on from the history it was given, and
+    the cross-attention entries, the same for the beams of an utterance, need no copy."""
     decoder = Transformer(CFG, cross_dim=24).eval()
-    x, memory = torch.randn(2, 4, 32), torch.randn(2, 10, 24)
+    x, memory = torch.randn(4, 4, 32), torch.randn(2, 10, 24).repeat_interleave(2, dim=0)  # rows 0, 1 | 2, 3
     cache = KVCache()
     decoder(x[:, :3], causal=True, memory=memory, cache=cache)
-    cache.reorder(torch.tensor([1, 1]))
-    step = decoder(x[[1, 1], 3:], causal=True, memory=memory[[1, 1]], cache=cache)
-    torch.testing.assert_close(step, decoder(x[[1, 1]], causal=True, memory=memory[[1, 1]])[:, 3:], atol=1e-5, rtol=1e-5)
+    cross = {m: kv for m, kv in cache.layers.items() if m.is_cross}
+    order = torch.tensor([1, 1, 3, 2])
+    cache.reorder(order)
+    assert all(cache.layers[m][0] is k and cache.layers[m][1] is v for m, (k, v) in cross.items())
+    step = decoder(x[order, 3:], causal=True, memory=memory, cache=cache)
+    torch.testing.assert_close(step, decoder(x[order], causal=True, memory=memory)[:, 3:], atol=1e-5, rtol=1e-5)
 
 
 def test_recording_weights_leaves_outputs_unchanged():

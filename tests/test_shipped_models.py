@@ -18,7 +18,8 @@ from multimodal.data.export import mnist_folders
 from multimodal.data.pairs import write_shape_pairs
 from multimodal.data.speech_synth import make_speech_manifest
 
-SHIPPED = {"mnist-vit": "Classifier", "shapes-asr": "SpeechToText", "shapes-clip": "CLIP"}
+SHIPPED = {"mnist-vit": "Classifier", "shapes-asr": "SpeechToText", "shapes-clip": "CLIP",
+           "shapes-speech-clip": "SpeechCLIP"}
 MNIST_MARGIN = 0.002  # the same 1,000 test digits as the registry's figure: only arithmetic may differ
 WER_MARGIN = 0.04  # 40 new clips (about 300 words) against the registry's 200: sampling noise, not a regression
 ZERO_SHOT_MARGIN = 0.04  # 240 new images against the registry's 2,880: four standard errors at 97 %
@@ -71,6 +72,26 @@ def test_shapes_clip_scores_its_figures_on_new_scenes(tmp_path):
                           tmp_path / "two_object_test.jsonl", "--json")
     assert rc == 0
     assert json.loads(out)["text_to_image"]["R@1"] >= scores["text_to_image_R@1"] - RECALL_MARGIN
+
+
+def test_shapes_speech_clip_finds_new_scenes_by_voice(tmp_path):
+    """New scenes spoken by held-out voices, against the pictures: as the registry's figure, through retrieve eval;
+    the frozen CLIP inside is shapes-clip itself, so shapes-clip's indexes answer spoken queries."""
+    from multimodal.data.spoken import write_spoken_pairs
+
+    write_spoken_pairs(tmp_path, train_size=0, test_size=0, retrieval_size=200, seed=2, quiet=True)
+    rc, out, _ = run_main("retrieve", "eval", "--checkpoint", "shapes-speech-clip", "--pairs",
+                          tmp_path / "two_object_test.jsonl", "--json")
+    assert rc == 0
+    scores = pretrained.registry()["shapes-speech-clip"]["scores"]
+    assert json.loads(out)["speech_to_image"]["R@1"] >= scores["speech_to_image_R@1"] - RECALL_MARGIN
+    index = tmp_path / "scenes.index"
+    assert run_main("retrieve", "index", "--checkpoint", "shapes-clip", "--images", tmp_path / "images", "--out",
+                    index, "--json")[0] == 0
+    rows = [json.loads(line) for line in (tmp_path / "two_object_test.jsonl").read_text().splitlines()]
+    rc, out, _ = run_main("retrieve", "query", "--checkpoint", "shapes-speech-clip", "--index", index, "--audio",
+                          tmp_path / rows[0]["audio"], "--json")
+    assert rc == 0 and json.loads(out)["results"][0]["path"] == str((tmp_path / rows[0]["image"]).resolve())
 
 
 @pytest.fixture

@@ -7,7 +7,9 @@ Images (a Classifier, or the image tower of a CLIP): the image, the attention ro
 through all layers and the last layer's attention of the pooled position. --text CAPTION (repeatable,
 CLIP): how much each token of the caption weighs in what the text tower pools, the last
 layer's attention of <eos>. Audio (SpeechToText): the log-mel spectrogram above the decoder's
-cross-attention over it for each token of the greedy transcript. --json adds the raw maps.
+cross-attention over it for each token of the greedy transcript; audio (SpeechCLIP): the log-mel spectrogram
+above what its attention pooling weighs, per head and their mean (images and --text: its CLIP's maps).
+--json adds the raw maps.
 """
 
 import argparse
@@ -23,13 +25,14 @@ from multimodal.inference.attention_maps import (
     save_speech_attention,
     save_text_weights,
     speech_attention,
+    speech_pooling_attention,
     text_pooling_weights,
     token_pieces,
     vit_attention_maps,
 )
 from multimodal.inference.common import CHECKPOINT_HELP, batches, print_json, script_main
 from multimodal.loading import load_model
-from multimodal.models import CLIP, Classifier, SpeechToText
+from multimodal.models import CLIP, Classifier, SpeechCLIP, SpeechToText
 from multimodal.outputs import output_folder
 
 
@@ -71,15 +74,16 @@ def caption_maps(model: CLIP, captions: list[str], out: Path) -> list[dict]:
     return results
 
 
-def speech_maps(model: SpeechToText, paths: list[Path], out: Path, quiet: bool) -> list[dict]:
-    window = model.encoder.window_samples
+def speech_maps(model: SpeechToText | SpeechCLIP, paths: list[Path], out: Path, quiet: bool) -> list[dict]:
+    pooling = isinstance(model, SpeechCLIP)
+    window = (model.audio if pooling else model.encoder).window_samples
     pngs, results = png_names(paths, out), []
     for [path] in batches(paths, 1, "attention maps", quiet=quiet):
         waveform = load_audio(path)
         if waveform.shape[0] > window:
             raise InputError(f"{waveform.shape[0] / SAMPLE_RATE:.1f} s is longer than the model's "
                              f"{window / SAMPLE_RATE:.1f} s window; cut the clip to draw its attention", path)
-        result = speech_attention(model, waveform)
+        result = speech_pooling_attention(model, waveform) if pooling else speech_attention(model, waveform)
         png = pngs[path]
         save_speech_attention(png, result)
         results.append({"input": str(path), "png": str(png), "text": result.text, "tokens": result.tokens,
@@ -105,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     output_folder(args.out)
     model = load_model(args.checkpoint)
     kind = type(model).__name__
-    if args.text and not isinstance(model, CLIP):
+    if args.text and not isinstance(model, (CLIP, SpeechCLIP)):
         raise InputError(f"--text needs a CLIP checkpoint; this is {a(kind)}", args.checkpoint)
-    speech = isinstance(model, SpeechToText)
+    speech = isinstance(model, (SpeechToText, SpeechCLIP))
     modality, find, other = ("audio", find_audio, IMAGE_SUFFIXES) if speech else ("image", find_images, AUDIO_SUFFIXES)
     paths = list(dict.fromkeys(p for item in args.inputs for p in find(item)))  # each input once
     wrong = next((p for p in paths if p.suffix.lower() in other), None)
@@ -116,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"for {modality} inputs", wrong)
     if args.inputs and not paths:
         raise InputError(f"no {modality} files found", ", ".join(args.inputs))
-    results = (speech_maps(model, paths, args.out, args.json) if speech else
-               image_maps(model, paths, args.out, args.json) + caption_maps(model, args.text, args.out))
+    results = speech_maps(model, paths, args.out, args.json) if speech else image_maps(model, paths, args.out, args.json)
+    results += caption_maps(model.clip if isinstance(model, SpeechCLIP) else model, args.text, args.out)
     if args.json:
         print_json(results)
     else:

@@ -5,6 +5,7 @@
     multimodal make-data shapes data/shapes_pairs         # shapes-world image–caption pairs (CLIP)
     multimodal make-data speech data/speech               # spoken shapes sentences + digits (espeak-ng)
     multimodal make-data speech data/speech_robust --sources formant kokoro --hold-out-sources klatt --prosody wide
+    multimodal make-data spoken-shapes data/spoken_shapes  # shapes-world images with their captions spoken
 """
 
 import argparse
@@ -15,6 +16,23 @@ from multimodal.data import export
 from multimodal.errors import InputError
 from multimodal.inference.common import at_least, positive, print_json, script_main
 from multimodal.outputs import output_folder
+
+
+def scene_sizes(parser: argparse.ArgumentParser, train: int, test: int, unit: str) -> None:
+    parser.add_argument("--train-size", type=at_least(0), default=train, help=f"training {unit} (half one-, half "
+                                                                              f"two-object)")
+    parser.add_argument("--test-size", type=at_least(0), default=test, help=f"test (validation) {unit}")
+    parser.add_argument("--retrieval-size", type=at_least(0), default=1000,
+                        help="distinct two-object test scenes, for retrieval")
+
+
+def speaking_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=positive, default=1, help="synthesizing processes (same bytes for any number)")
+    parser.add_argument("--sources", nargs="+", choices=["formant", "klatt", "kokoro"], default=["formant", "klatt"],
+                        help="sources of speech: espeak-ng's formant and Klatt synthesis (default), the Kokoro neural "
+                             "engine; each has its own held-out test voices")
+    parser.add_argument("--prosody", choices=["narrow", "wide"], default="narrow",
+                        help="per-clip rate and pitch (narrow), or also pitch range and word gaps, over wider ranges")
 
 
 @script_main
@@ -33,9 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     pairs = sub.add_parser("shapes", help="shapes-world image–caption pairs (JSONL), zero-shot class folders and a "
                                           "two-object retrieval set; held-out colour–shape pairs never in train")
     pairs.add_argument("out", type=Path)
-    pairs.add_argument("--train-size", type=at_least(0), default=10000, help="training images (half one-, half two-object)")
-    pairs.add_argument("--test-size", type=at_least(0), default=1000, help="test (validation) images")
-    pairs.add_argument("--retrieval-size", type=at_least(0), default=1000, help="two-object test images for retrieval")
+    scene_sizes(pairs, 10000, 1000, "images")
     pairs.add_argument("--zero-shot-per-class", type=at_least(0), default=20, help="test images per colour+shape class")
     pairs.add_argument("--gray-fraction", type=float, default=0.25,
                        help="share of one-object training scenes (not white or gray) drawn in grayscale, captioned "
@@ -48,14 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     speech.add_argument("--train-size", type=at_least(0), default=20000, help="training clips")
     speech.add_argument("--test-size", type=at_least(0), default=500, help="test clips (held-out voices)")
     speech.add_argument("--seed", type=int, default=0)
-    speech.add_argument("--workers", type=positive, default=1, help="synthesizing processes (same bytes for any number)")
-    speech.add_argument("--sources", nargs="+", choices=["formant", "klatt", "kokoro"], default=["formant", "klatt"],
-                        help="sources of speech: espeak-ng's formant and Klatt synthesis (default), the Kokoro neural "
-                             "engine; each has its own held-out test voices")
+    speaking_options(speech)
     speech.add_argument("--hold-out-sources", nargs="+", choices=["formant", "klatt", "kokoro"], default=[],
                         help="keep these sources out of train and test; speak test_SOURCE.jsonl with each alone")
-    speech.add_argument("--prosody", choices=["narrow", "wide"], default="narrow",
-                        help="per-clip rate and pitch (narrow), or also pitch range and word gaps, over wider ranges")
+    spoken = sub.add_parser("spoken-shapes", help="shapes-world images paired with their captions spoken by espeak-ng: "
+                                                   "train / test / two_object_test.jsonl, test voices held out")
+    spoken.add_argument("out", type=Path)
+    scene_sizes(spoken, 8000, 200, "pairs")
+    spoken.add_argument("--image-size", type=positive, default=64)
+    spoken.add_argument("--seed", type=int, default=0, help="the same seed draws the same scenes whatever the sources")
+    speaking_options(spoken)
     args = parser.parse_args(argv)
     output_folder(args.out, create=False)  # created by the writers, after they have checked the sizes
     try:
@@ -85,6 +103,13 @@ def write(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     if args.dataset == "mnist":
         counts = export.mnist_folders(args.out, quiet=args.json)
+    elif args.dataset == "spoken-shapes":
+        from multimodal.data.spoken import write_spoken_pairs
+        try:
+            counts = write_spoken_pairs(args.out, args.train_size, args.test_size, args.retrieval_size, args.seed,
+                                        args.image_size, tuple(args.sources), args.prosody, args.workers, args.json)
+        except ValueError as error:  # sizes the shapes world cannot give
+            parser.error(str(error))
     elif args.dataset == "shapes":
         from multimodal.data.pairs import write_shape_pairs
         try:
@@ -96,10 +121,11 @@ def write(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     else:
         counts = export.shape_folders(args.out, args.target, args.train_size, args.test_size, args.seed,
                                       args.image_size, quiet=args.json)
+    what = "spoken-caption pairs" if args.dataset == "spoken-shapes" else "images"
     if args.json:
-        print_json({"dataset": args.dataset, "out": str(args.out), "images": counts})
+        print_json({"dataset": args.dataset, "out": str(args.out), what.split()[-1]: counts})
     else:
-        print(f"wrote {', '.join(f'{n} {split}' for split, n in counts.items())} images to {args.out}")
+        print(f"wrote {', '.join(f'{n} {split}' for split, n in counts.items())} {what} to {args.out}")
     return 0
 
 

@@ -1,20 +1,25 @@
-"""Cross-modal retrieval with a CLIP.
+"""Cross-modal retrieval with a CLIP, or by voice with a SpeechCLIP (a speech tower in a CLIP's space).
 
     multimodal retrieve index --checkpoint CKPT --images data/shapes_pairs/images --out runs/shapes.index
     multimodal retrieve query --checkpoint CKPT --index runs/shapes.index --text "a small red star" [--sheet top.png]
     multimodal retrieve query --checkpoint CKPT --index runs/shapes.index --image photo.png
     multimodal retrieve eval  --checkpoint CKPT --pairs data/shapes_pairs/two_object_test.jsonl
-An index remembers the checkpoint it was built with and refuses to be queried with another. eval reports
-recall@1/5/10 text→image and image→text (an image is a hit if any of its captions is in the top k).
+    multimodal retrieve query --checkpoint SPEECH_CKPT --index runs/shapes.index --audio question.wav
+    multimodal retrieve eval  --checkpoint SPEECH_CKPT --pairs data/spoken_shapes/two_object_test.jsonl
+An index remembers the CLIP it was built with and refuses to be queried with another; a SpeechCLIP queries the
+indexes of its frozen CLIP. eval reports recall@1/5/10 text→image and image→text (an image is a hit if any of its
+captions is in the top k); with a SpeechCLIP, on spoken-caption pairs, speech→image, image→speech, speech→text
+and the CLIP's own text→image on the written captions.
 """
 
 import argparse
 import sys
 
+from multimodal.errors import InputError, a
 from multimodal.inference.common import CHECKPOINT_HELP, device, device_name, positive, print_json, script_main
 from multimodal.inference.retrieval import build_index, contact_sheet, evaluate, query
 from multimodal.loading import load_model
-from multimodal.models import CLIP
+from multimodal.models import CLIP, SpeechCLIP
 from multimodal.outputs import output_file
 
 
@@ -23,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--checkpoint", required=True, help=f"a CLIP: {CHECKPOINT_HELP}")
+    common.add_argument("--checkpoint", required=True, help=f"a CLIP or a SpeechCLIP: {CHECKPOINT_HELP}")
     common.add_argument("--batch-size", type=positive, default=64)
     common.add_argument("--device", type=device_name, default=None, help="cpu, cuda, … (default: cuda when available)")
     common.add_argument("--json", action="store_true", help="print machine-readable results")
@@ -35,21 +40,26 @@ def main(argv: list[str] | None = None) -> int:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--text", help='e.g. "a small red star"')
     what.add_argument("--image", help="an image file")
+    what.add_argument("--audio", help="a spoken query, an audio file (a SpeechCLIP checkpoint)")
     p.add_argument("--top-k", type=positive, default=5)
     p.add_argument("--sheet", help="also write a contact sheet PNG of the top results")
-    p = sub.add_parser("eval", parents=[common], help="recall@1/5/10 both ways on an image–caption pairs file")
-    p.add_argument("--pairs", required=True, help="CSV or JSONL with image and caption")
+    p = sub.add_parser("eval", parents=[common], help="recall@1/5/10 both ways on an image–caption pairs file, or "
+                                                       "on a spoken-caption pairs file with a SpeechCLIP")
+    p.add_argument("--pairs", required=True, help="CSV or JSONL with image and caption; JSONL with audio, image and "
+                                                  "caption for a SpeechCLIP")
     args = parser.parse_args(argv)
 
     for path in (getattr(args, "out", None), getattr(args, "sheet", None)):
         if path:
             output_file(path)  # before the model is loaded and the images embedded
-    model = load_model(args.checkpoint, device(args.device), expect=CLIP)
+    model = load_model(args.checkpoint, device(args.device))
+    if not isinstance(model, (CLIP, SpeechCLIP)):
+        raise InputError(f"this is {a(type(model).__name__)}; a CLIP or a SpeechCLIP is needed here", args.checkpoint)
     if args.command == "index":
         result = build_index(model, args.images, args.out, args.batch_size, quiet=args.json)
         text = f"indexed {result['images']} images into {result['index']}"
     elif args.command == "query":
-        result = query(model, args.index, args.text, args.image, args.top_k)
+        result = query(model, args.index, args.text, args.image, args.audio, args.top_k)
         if args.sheet:
             result["sheet"] = str(contact_sheet(result, args.sheet))
         text = "\n".join(f"{n + 1:3d}  {r['score']:.4f}  {r['path']}" for n, r in enumerate(result["results"]))
@@ -57,9 +67,14 @@ def main(argv: list[str] | None = None) -> int:
             text += f"\ncontact sheet: {result['sheet']}"
     else:
         result = evaluate(model, args.pairs, batch_size=args.batch_size, quiet=args.json)
+        ways = [way for way in ("speech_to_image", "image_to_speech", "speech_to_text", "text_to_image", "image_to_text")
+                if way in result]
         text = "\n".join(f"{way.replace('_', ' ')}: " + " ".join(f"{k}={v:.4f}" for k, v in result[way].items())
-                         for way in ("text_to_image", "image_to_text"))
-        text += f"\n({result['images']} images, {result['captions']} captions)"
+                         for way in ways)
+        for source, recall in result.get("speech_to_image_R@1_by_source", {}).items():
+            text += f"\nspeech to image R@1, {source}: {recall:.4f}"
+        counted = ("clips", "images") if "clips" in result else ("images", "captions")
+        text += f"\n({', '.join(f'{result[k]} {k}' for k in counted)})"
     if args.json:
         print_json(result)
     else:

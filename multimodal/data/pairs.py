@@ -30,6 +30,7 @@ from multimodal.data.images import EvalTransform, check_image, first_loadable, l
 from multimodal.data.shapes import (
     ACHROMATIC,
     COLORS,
+    DISTINCT_SCENES,
     HELD_OUT_PAIRS,
     RELATIONS,
     SHAPES,
@@ -268,10 +269,8 @@ def write_shape_pairs(out: str | Path, train_size: int = 10000, test_size: int =
     from tqdm import tqdm
 
 
-    objects = len(COLORS) * len(SHAPES)
-    distinct_scenes = objects * (objects - 1) * len(RELATIONS) // 2  # "a left of b" is "b right of a"
-    if retrieval_size > distinct_scenes:
-        raise ValueError(f"retrieval_size {retrieval_size} exceeds the {distinct_scenes} distinct two-object scenes")
+    if retrieval_size > DISTINCT_SCENES:
+        raise ValueError(f"retrieval_size {retrieval_size} exceeds the {DISTINCT_SCENES} distinct two-object scenes")
     if not 0 <= gray_fraction <= 1:
         raise ValueError(f"gray_fraction {gray_fraction} is not a share between 0 and 1")
 

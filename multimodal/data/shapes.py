@@ -39,6 +39,9 @@ HELD_OUT_PAIRS: frozenset[tuple[str, str]] = frozenset({
     ("yellow", "diamond"), ("purple", "circle"), ("orange", "square"),
 })
 
+# two different objects in one of the relations; "a left of b" is "b right of a"
+DISTINCT_SCENES = len(COLORS) * len(SHAPES) * (len(COLORS) * len(SHAPES) - 1) * len(RELATIONS) // 2
+
 SIZE_FRACTION = {"small": 0.22, "large": 0.40}  # side of a shape's box / side of the image
 SIZE_JITTER = 0.08  # +-8 % keeps the two sizes apart: at most 0.24 against at least 0.37
 MAX_BACKGROUND = 60  # every object colour has a channel of at least 135 (gray), so no background passes for one

@@ -13,6 +13,7 @@ import json
 import math
 import random
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,51 +42,67 @@ class Utterance:
     source: str | None = None  # the synthesizer, corpus or recording set
 
 
-def _check_line(raw: str, manifest: Path, line: int, check_audio: bool) -> Utterance:
+def check_audio_entry(name: str, manifest: Path, line: int, check_audio: bool) -> tuple[Path, float]:
+    """A manifest's audio path (relative to it) resolved and checked, and its seconds; InputError naming the line.
+    ``check_audio`` reads the whole file, as training will read it (corrupt, silent, too short, NaN); else only the
+    header is checked (missing, unreadable or empty files)."""
+    audio = manifest.parent / name
+    try:
+        if check_audio:
+            return audio, load_audio(audio).shape[0] / SAMPLE_RATE
+        if not audio.is_file():
+            raise InputError("no such audio file", audio)
+        try:
+            info = sf.info(audio)
+        except Exception as e:
+            raise InputError(f"not a readable audio file: {getattr(e, 'error_string', None) or e}", audio) from None
+        seconds = info.frames / info.samplerate
+        if seconds < MIN_SECONDS:
+            raise InputError(f"too short: {seconds:.3f} s, at least {MIN_SECONDS} s needed", audio)
+        return audio, seconds
+    except InputError as e:
+        raise InputError(f"audio {name!r}: {e.reason}", manifest, line) from None
+
+
+def parse_entry(raw: str, manifest: Path, line: int, required: tuple[str, ...]) -> dict:
+    """A manifest line as a JSON object with the ``required`` string fields and, if given, string "speaker" and
+    "source"; InputError naming the line otherwise."""
     try:
         entry = json.loads(raw)
     except json.JSONDecodeError as e:
         raise InputError(f"not valid JSON ({e.msg} at column {e.colno})", manifest, line) from None
+    fields = " and ".join(f'"{key}"' for key in required)
     if not isinstance(entry, dict):
-        raise InputError(f"expected a JSON object with \"audio\" and \"text\", got {type(entry).__name__}",
-                         manifest, line)
-    for key in ("audio", "text"):
+        raise InputError(f"expected a JSON object with {fields}, got {type(entry).__name__}", manifest, line)
+    for key in required:
         if key not in entry:
-            raise InputError(f"no {key!r} field (a line needs \"audio\" and \"text\")", manifest, line)
+            raise InputError(f"no {key!r} field (a line needs {fields})", manifest, line)
         if not isinstance(entry[key], str):
             raise InputError(f"{key!r} must be a string, got {type(entry[key]).__name__}", manifest, line)
-    text = entry["text"].strip()
-    if not text:
-        raise InputError("empty text", manifest, line)
     for key in ("speaker", "source"):
         if key in entry and not isinstance(entry[key], str):
             raise InputError(f"{key!r} must be a string, got {type(entry[key]).__name__}", manifest, line)
-    audio = manifest.parent / entry["audio"]
-    try:
-        if check_audio:  # the whole file, as training will read it: corrupt, silent, too short, NaN
-            seconds = load_audio(audio).shape[0] / SAMPLE_RATE
-        else:  # the header only: missing, unreadable or empty files
-            if not audio.is_file():
-                raise InputError("no such audio file", audio)
-            try:
-                info = sf.info(audio)
-            except Exception as e:
-                raise InputError(f"not a readable audio file: {getattr(e, 'error_string', None) or e}", audio) from None
-            seconds = info.frames / info.samplerate
-            if seconds < MIN_SECONDS:
-                raise InputError(f"too short: {seconds:.3f} s, at least {MIN_SECONDS} s needed", audio)
-    except InputError as e:
-        raise InputError(f"audio {entry['audio']!r}: {e.reason}", manifest, line) from None
+    return entry
+
+
+def _check_line(raw: str, manifest: Path, line: int, check_audio: bool) -> Utterance:
+    entry = parse_entry(raw, manifest, line, ("audio", "text"))
+    text = entry["text"].strip()
+    if not text:
+        raise InputError("empty text", manifest, line)
+    audio, seconds = check_audio_entry(entry["audio"], manifest, line, check_audio)
     return Utterance(audio, text, seconds, manifest, line, entry.get("speaker"), entry.get("source"))
 
 
 def read_manifest(path: str | Path, skip_bad: bool = False, check_audio: bool = True,
+                  parse_line: Callable[[str, Path, int, bool], Utterance] = _check_line,
                   ) -> tuple[list[Utterance], list[InputError]]:
     """Every line of a JSONL manifest checked: (good utterances, errors of the bad lines).
 
     ``skip_bad=False`` raises the first bad line's InputError; with ``skip_bad=True`` bad lines are
     returned for the caller to report, and a manifest with no good line is refused. Blank lines are
-    ignored. ``check_audio`` reads every clip in full (else only the file headers).
+    ignored. ``check_audio`` reads every clip in full (else only the file headers). ``parse_line(raw, path,
+    number, check_audio)`` checks one line (other JSONL formats with audio: spoken-caption pairs).
     """
     path = Path(path)
     lines = split_lines(read_text(path, "manifest"))
@@ -94,7 +111,7 @@ def read_manifest(path: str | Path, skip_bad: bool = False, check_audio: bool = 
         if not raw.strip():
             continue
         try:
-            good.append(_check_line(raw, path, number, check_audio))
+            good.append(parse_line(raw, path, number, check_audio))
         except InputError as e:
             if not skip_bad:
                 raise
@@ -231,15 +248,21 @@ class SpeechManifestData(L.LightningDataModule):
         self.num_workers, self.check_audio, self.seed = num_workers, check_audio, seed
         self.sets: dict[str, SpeechDataset] = {}
 
+    parse_line = staticmethod(_check_line)
+    collate = staticmethod(collate_speech)
+
+    def dataset(self, utterances: list[Utterance], train: bool) -> Dataset:
+        return SpeechDataset(utterances, self.speeds if train else (1.0,), self.augment if train else None)
+
     def _load(self, split: str) -> SpeechDataset:
         if split not in self.sets:
             path = self.manifests[split]
             if path is None:
                 raise InputError(f"no {split} manifest given (data.init_args.{split}_manifest)")
-            utterances, bad = read_manifest(path, skip_bad=split == "train", check_audio=self.check_audio)
+            utterances, bad = read_manifest(path, skip_bad=split == "train", check_audio=self.check_audio,
+                                            parse_line=self.parse_line)
             report_skipped(Path(path), bad, len(utterances) + len(bad))
-            train = split == "train"
-            self.sets[split] = SpeechDataset(utterances, self.speeds if train else (1.0,), self.augment if train else None)
+            self.sets[split] = self.dataset(utterances, split == "train")
         return self.sets[split]
 
     def setup(self, stage: str | None = None) -> None:
@@ -262,7 +285,7 @@ class SpeechManifestData(L.LightningDataModule):
         train = split == "train"
         sampler = DurationBatchSampler(dataset.durations, self.batch_size, self.max_seconds, shuffle=train,
                                        seed=self.seed)
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_speech, num_workers=self.num_workers,
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=self.collate, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:

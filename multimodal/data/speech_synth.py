@@ -200,6 +200,31 @@ def _speak_to_file(job: tuple[str, dict]) -> None:
         sf.write(path, synthesize(**arguments), SYNTH_RATE, subtype="PCM_16")
 
 
+def speech_job(rng: random.Random, text: str, voices: list[str], prosody: str) -> dict:
+    """synthesize()'s arguments for ``text``: a voice from ``voices`` and a prosody from PROSODY[prosody], drawn
+    from ``rng`` in a fixed order."""
+    voice = rng.choice(voices)
+    draws = {name: rng.randint(*PROSODY[prosody][name]) for name in ("rate_wpm", "pitch")}
+    draws["seed"] = rng.randrange(2**31)
+    draws |= {name: rng.randint(*bounds) for name, bounds in PROSODY[prosody].items() if name not in draws}
+    return dict(text=text, variant=voice, **draws)
+
+
+def speaker_fields(voice: str) -> dict[str, str]:
+    """A manifest line's "speaker" and "source" for a voice."""
+    kind = source(voice)
+    return {"speaker": voice, "source": kind if kind == "kokoro" else f"espeak-{kind}"}
+
+
+def speak(jobs: list[tuple[str, dict]], desc: str, quiet: bool = False, workers: int = 1) -> None:
+    """Write each (path, speech_job) as a 16-bit wav, in ``workers`` processes; the bytes do not depend on them."""
+    progress = tqdm(total=len(jobs), desc=desc, unit="clip", disable=quiet)
+    with multiprocessing.get_context("fork").Pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
+        for _ in (pool.imap_unordered(_speak_to_file, jobs, chunksize=16) if pool else map(_speak_to_file, jobs)):
+            progress.update()
+    progress.close()
+
+
 def make_speech_manifest(out_dir: str | Path, n: int, split: str, seed: int,
                          kinds: tuple[str, ...] = SPEECH_KINDS, quiet: bool = False, workers: int = 1,
                          sources: tuple[str, ...] = ESPEAK_SOURCES, held_out_sources: tuple[str, ...] = (),
@@ -225,19 +250,10 @@ def make_speech_manifest(out_dir: str | Path, n: int, split: str, seed: int,
     for i in range(n):  # every random choice is drawn here, in order, so workers cannot change the data
         text = _sentence(rng, kinds[i % len(kinds)], "train" if split == "train" else "test")
         clip = f"clips/{split}_{i:05d}.wav"
-        voice = rng.choice(voices)
-        draws = {name: rng.randint(*PROSODY[prosody][name]) for name in ("rate_wpm", "pitch")}
-        draws["seed"] = rng.randrange(2**31)
-        draws |= {name: rng.randint(*bounds) for name, bounds in PROSODY[prosody].items() if name not in draws}
-        jobs.append((str(out_dir / clip), dict(text=text, variant=voice, **draws)))
-        kind = source(voice)
-        lines.append(json.dumps({"audio": clip, "text": text, "speaker": voice,
-                                 "source": kind if kind == "kokoro" else f"espeak-{kind}"}))
-    progress = tqdm(total=n, desc=f"speaking {split}", unit="clip", disable=quiet)
-    with multiprocessing.get_context("fork").Pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
-        for _ in (pool.imap_unordered(_speak_to_file, jobs, chunksize=16) if pool else map(_speak_to_file, jobs)):
-            progress.update()
-    progress.close()
+        job = speech_job(rng, text, voices, prosody)
+        jobs.append((str(out_dir / clip), job))
+        lines.append(json.dumps({"audio": clip, "text": text, **speaker_fields(job["variant"])}))
+    speak(jobs, f"speaking {split}", quiet, workers)
     manifest = out_dir / f"{split}.jsonl"
     manifest.write_text("".join(line + "\n" for line in lines))
     return manifest

@@ -17,7 +17,7 @@ from torch import Tensor
 from multimodal.encoders import ViT
 from multimodal.encoders.audio import HOP_LENGTH, SAMPLE_RATE
 from multimodal.encoders.text import TextEncoder, greedy_decode
-from multimodal.models import SpeechToText
+from multimodal.models import SpeechCLIP, SpeechToText
 from multimodal.nn import record_attention
 from multimodal.outputs import atomic_write
 from multimodal.tokenizers import Tokenizer
@@ -100,6 +100,8 @@ class SpeechAttention:
     mel: Tensor  # (n_mels, F) the encoder's log-mel input
     alignment: Tensor  # (tokens, S) cross-attention over the encoder's S frames; rows sum to 1
     stride: int  # mel frames per encoder frame (the encoder's conv subsampling)
+    title: str = ""  # the drawing's title; the transcript when empty
+    rows: str = "predicted token"  # what a row of the alignment is
 
 
 @torch.no_grad()
@@ -122,6 +124,20 @@ def speech_attention(model: SpeechToText, waveform: Tensor) -> SpeechAttention:
     predicted = (ids + [tok.eos])[:len(inputs) - first]
     return SpeechAttention(tok.decode(ids), token_pieces(tok, predicted), mel[0].cpu(),
                            cross.mean(dim=(0, 1))[first:].cpu(), model.encoder.conv2.stride[0])
+
+
+@torch.no_grad()
+def speech_pooling_attention(model: SpeechCLIP, waveform: Tensor) -> SpeechAttention:
+    """Where a SpeechCLIP's attention pooling looks in one (samples,) clip: a row per head over the encoder's
+    frames, and their mean (each row sums to 1)."""
+    mel, _ = model.audio.log_mel(waveform[None].to(model.device))  # (1, n_mels, F)
+    with record_attention(model.audio_pool) as recorded:
+        model(waveform[None].to(model.device))
+    heads = next(iter(recorded.values()))[0][0, :, 0]  # (H, S)
+    alignment = torch.cat([heads, heads.mean(0, keepdim=True)]).cpu()
+    labels = [f"head {h + 1}" for h in range(len(heads))] + ["mean"]
+    return SpeechAttention("", labels, mel[0].cpu(), alignment, model.audio.conv2.stride[0],
+                           title="what the speech tower pools", rows="pooling query")
 
 
 def save_text_weights(path: Path, caption: str, tokens: list[str], weights: Tensor) -> None:
@@ -154,10 +170,10 @@ def save_speech_attention(path: Path, result: SpeechAttention) -> None:
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[2.5, max(1.0, 0.2 * rows)])
     top.imshow(result.mel, origin="lower", aspect="auto", cmap="magma", extent=(0, seconds, 0, result.mel.shape[0]))
     top.set_ylabel("mel bin")
-    top.set_title(f"transcript: {result.text!r}", fontsize=10)
+    top.set_title(result.title or f"transcript: {result.text!r}", fontsize=10)
     bottom.imshow(upsampled, aspect="auto", cmap="viridis", interpolation="nearest", extent=(0, seconds, rows, 0))
     bottom.set_yticks(np.arange(rows) + 0.5, [shown(t) for t in result.tokens], fontsize=8 if rows < 40 else 5)
-    bottom.set_ylabel("predicted token")
+    bottom.set_ylabel(result.rows)
     bottom.set_xlabel("seconds")
     with atomic_write(path) as temporary:
         fig.savefig(temporary, dpi=100, format="png")

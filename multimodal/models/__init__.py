@@ -14,9 +14,10 @@ from multimodal.models.base import Classification, Model, Transcription, load_co
 from multimodal.models.classifier import Classifier, ClassifierConfig
 from multimodal.models.clip import CLIP, DEFAULT_TEMPLATES, CLIPConfig
 from multimodal.models.speech import SpeechToText, SpeechToTextConfig
+from multimodal.models.speech_clip import SpeechCLIP, SpeechCLIPConfig
 from multimodal.tokenizers import Tokenizer
 
-MODELS: dict[str, type[Model]] = {cls.__name__: cls for cls in (Classifier, SpeechToText, CLIP)}
+MODELS: dict[str, type[Model]] = {cls.__name__: cls for cls in (Classifier, SpeechToText, CLIP, SpeechCLIP)}
 
 
 # what building a model from a malformed description can raise: the config dataclasses refuse wrong types and
@@ -54,4 +55,5 @@ def from_state(description: dict, state: dict[str, Tensor], source: str | Path |
 
 
 __all__ = ["CLIP", "DEFAULT_TEMPLATES", "MODELS", "CLIPConfig", "Classification", "Classifier", "ClassifierConfig",
-           "Model", "SpeechToText", "SpeechToTextConfig", "Transcription", "build", "from_state", "load_converted"]
+           "Model", "SpeechCLIP", "SpeechCLIPConfig", "SpeechToText", "SpeechToTextConfig", "Transcription", "build",
+           "from_state", "load_converted"]

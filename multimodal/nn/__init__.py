@@ -2,8 +2,9 @@
 
 from multimodal.nn.attention import KVCache, MultiHeadAttention, record_attention
 from multimodal.nn.block import MLP, TransformerBlock
+from multimodal.nn.pooling import AttentionPool
 from multimodal.nn.positions import resize_grid_positions, sinusoids
 from multimodal.nn.transformer import Transformer, TransformerConfig
 
-__all__ = ["KVCache", "MLP", "MultiHeadAttention", "Transformer", "TransformerBlock", "TransformerConfig",
+__all__ = ["AttentionPool", "KVCache", "MLP", "MultiHeadAttention", "Transformer", "TransformerBlock", "TransformerConfig",
            "record_attention", "resize_grid_positions", "sinusoids"]

@@ -37,7 +37,10 @@ class KVCache:
         return next((k.shape[2] for m, (k, _) in self.layers.items() if not m.is_cross), 0)
 
     def reorder(self, index: Tensor) -> None:
-        self.layers = {m: (k[index], v[index]) for m, (k, v) in self.layers.items()}
+        """Rows follow ``index``: beam search's surviving hypotheses, which never leave their utterance. The
+        cross-attention entries are the same for every beam of an utterance, so they stay as they are: copying
+        them (S memory frames per row and layer, every step) cost more than the step itself on 30-s audio."""
+        self.layers = {m: (k, v) if m.is_cross else (k[index], v[index]) for m, (k, v) in self.layers.items()}
 
 
 class MultiHeadAttention(nn.Module):
