@@ -57,7 +57,20 @@ def shipped_models() -> list[str]:
     step(f"find one of them by its caption (the right image: {query['image']}); a contact sheet of the top 5",
          "retrieve", "query", "--checkpoint", "shapes-clip", "--index", "runs/demo/scenes.index", "--text",
          query["caption"], "--sheet", "runs/demo/query.png")
-    return [f"runs/demo/{digit.stem}_attention.png", "runs/demo/query.png"]
+    data = DATA / "spoken_demo"
+    step("speak the captions of 100 new distinct two-object scenes with espeak-ng voices never used in training",
+         "make-data", "spoken-shapes", str(data), "--train-size", "0", "--test-size", "0", "--retrieval-size", "100",
+         "--seed", "7")
+    step("find each picture by voice with the shipped shapes-speech-clip (a speech tower in shapes-clip's space), "
+         "beside shapes-clip from the written captions", "retrieve", "eval", "--checkpoint", "shapes-speech-clip",
+         "--pairs", str(data / "two_object_test.jsonl"), tail=7)
+    step("index their pictures with shapes-clip", "retrieve", "index", "--checkpoint", "shapes-clip", "--images",
+         str(data / "images"), "--out", "runs/demo/spoken_scenes.index")
+    query = json.loads((ROOT / data / "two_object_test.jsonl").read_text().splitlines()[0])
+    step(f"ask that index by voice, {query['caption']!r} (the right image: {query['image']})", "retrieve", "query",
+         "--checkpoint", "shapes-speech-clip", "--index", "runs/demo/spoken_scenes.index", "--audio",
+         str(data / query["audio"]), "--top-k", "3", "--sheet", "runs/demo/voice_query.png")
+    return [f"runs/demo/{digit.stem}_attention.png", "runs/demo/query.png", "runs/demo/voice_query.png"]
 
 
 def image_text(epochs: int, seconds: int = 120) -> None:
