@@ -130,7 +130,7 @@ def write_spoken_pairs(out: str | Path, train_size: int = 8000, test_size: int =
                                                   ("two_object_test", retrieval_size, "test", (2,), True)):
         if n == 0:
             continue
-        voices = split_voices("train" if split == "train" else "test", tuple(sources))
+        voices = split_voices(split, tuple(sources))
         scenes, voice_rng = random.Random(f"spoken:{name}:{seed}"), random.Random(f"spoken-voices:{name}:{seed}")
         described: set[str] = set()
         jobs, lines = [], []

@@ -132,7 +132,7 @@ def speech_pooling_attention(model: SpeechCLIP, waveform: Tensor) -> SpeechAtten
     frames, and their mean (each row sums to 1)."""
     mel, _ = model.audio.log_mel(waveform[None].to(model.device))  # (1, n_mels, F)
     with record_attention(model.audio_pool) as recorded:
-        model(waveform[None].to(model.device))
+        model.pool(model.audio.forward_features(mel)[0])
     heads = next(iter(recorded.values()))[0][0, :, 0]  # (H, S)
     alignment = torch.cat([heads, heads.mean(0, keepdim=True)]).cpu()
     labels = [f"head {h + 1}" for h in range(len(heads))] + ["mean"]

@@ -165,9 +165,10 @@ def evaluate_spoken(model: SpeechCLIP, pairs_file: str | Path, ks: tuple[int, ..
     if all(p.text for p in pairs):
         texts = list(dict.fromkeys(p.text for p in pairs))
         text_emb = torch.cat([model.encode_text(list(chunk)).cpu() for chunk in batches(texts, batch_size, "", True)])
-        text_of = {text: i for i, text in enumerate(texts)}
-        to_text = recall_at_k(speech @ text_emb.T, [text_of[p.text] for p in pairs], ks)
-        written = recall_at_k(text_emb[[text_of[p.text] for p in pairs]] @ image_emb.T, image_of, ks)
+        row_of_text = {text: i for i, text in enumerate(texts)}
+        text_of = [row_of_text[p.text] for p in pairs]
+        to_text = recall_at_k(speech @ text_emb.T, text_of, ks)
+        written = recall_at_k(text_emb[text_of] @ image_emb.T, image_of, ks)
         result["speech_to_text"] = {f"R@{k}": to_text[f"text_to_image_R@{k}"] for k in ks}
         result["text_to_image"] = {f"R@{k}": written[f"text_to_image_R@{k}"] for k in ks}
     sources = sorted({p.source for p in pairs if p.source is not None})

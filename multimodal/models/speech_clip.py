@@ -10,6 +10,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -116,7 +117,7 @@ class SpeechCLIP(Model):
         for item, w in zip(items, waveforms):
             if w.shape[0] > window:
                 raise InputError(f"{w.shape[0] / SAMPLE_RATE:.1f} s of audio is longer than the speech tower's "
-                                 f"{window / SAMPLE_RATE:.1f} s window", item if isinstance(item, str) else None)
+                                 f"{window / SAMPLE_RATE:.1f} s window", item if isinstance(item, (str, Path)) else None)
         out = []
         for start in range(0, len(waveforms), batch_size):
             batch, lengths = pad_waveforms(waveforms[start:start + batch_size])

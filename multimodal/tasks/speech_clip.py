@@ -22,9 +22,10 @@ import warnings
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
 
 from multimodal.config import as_config, plain
-from multimodal.encoders.audio import SAMPLE_RATE, AudioEncoderConfig
+from multimodal.encoders.audio import SAMPLE_RATE, AudioEncoderConfig, length_mask
 from multimodal.errors import InputError
 from multimodal.loading import load_model
 from multimodal.metrics import recall_at_k
@@ -130,10 +131,8 @@ class SpeechImageContrastive(Task):
             for row, i in enumerate(new):
                 self._kept[names[i]] = (features[row, :int(mask[row].sum())], embedded[row])
         features = [self._kept[name][0] for name in names]
-        mask = torch.zeros(len(names), max(len(f) for f in features), dtype=torch.bool, device=features[0].device)
-        padded = features[0].new_zeros(*mask.shape, features[0].shape[-1])
-        for row, f in enumerate(features):
-            padded[row, :len(f)], mask[row, :len(f)] = f, True
+        padded = pad_sequence(features, batch_first=True)  # (B, S, D)
+        mask = length_mask(torch.tensor([len(f) for f in features], device=padded.device), padded.shape[1])
         return self.model.pool(padded, mask), torch.stack([self._kept[name][1] for name in names])
 
     def loss(self, speech: Tensor, image: Tensor, text: Tensor | None) -> Tensor:
@@ -164,7 +163,7 @@ class SpeechImageContrastive(Task):
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        speech, image, _ = self.embeddings(batch)
+        speech, image, _ = self.embeddings(batch, text=False)
         text = self.model.clip.encode_text([c or " " for c in batch[3]])
         self.log("val/loss", self.loss(speech, image, None), batch_size=len(speech))
         self._val.append((speech, image, text))
