@@ -44,11 +44,15 @@ def shipped_models() -> list[str]:
          "--manifest", str(data / "test.jsonl"), tail=6)
     data = DATA / "shapes_eval_demo"
     step("draw new shapes-world scenes: 480 single objects of the 48 colour+shape classes (6 pairs never in "
-         "training) and 200 distinct two-object scenes", "make-data", "shapes", str(data), "--train-size", "0",
-         "--test-size", "0", "--retrieval-size", "200", "--zero-shot-per-class", "10", "--seed", "7")
+         "training) and 200 distinct two-object scenes; the same again on textured backgrounds, a drawing style "
+         "never seen in training", "make-data", "shapes", str(data), "--train-size", "0", "--test-size", "0",
+         "--retrieval-size", "200", "--zero-shot-per-class", "10", "--seed", "7", "--styles", "flat", "texture",
+         "--hold-out-style", "texture")
     step("zero-shot with the shipped shapes-clip: name the 48 classes in words; never-seen pairs reported apart",
          "zero-shot", "--checkpoint", "shapes-clip", "--images", str(data / "zero_shot/train_pairs"),
          str(data / "zero_shot/held_out"), tail=3)
+    step("the same on the textured drawings it never saw", "zero-shot", "--checkpoint", "shapes-clip", "--images",
+         str(data / "texture/zero_shot/train_pairs"), str(data / "texture/zero_shot/held_out"), tail=3)
     step("text->image and image->text recall on the two-object scenes (one right image per caption)",
          "retrieve", "eval", "--checkpoint", "shapes-clip", "--pairs", str(data / "two_object_test.jsonl"))
     step("index the two-object scenes", "retrieve", "index", "--checkpoint", "shapes-clip", "--images",

@@ -312,7 +312,11 @@ def test_retrieval_scenes_are_distinct(tmp_path):
 
 
 @pytest.mark.parametrize("option, message", [(("--retrieval-size", 4513), "retrieval_size 4513 exceeds the 4512"),
-                                             (("--gray-fraction", 1.5), "gray_fraction 1.5 is not a share")])
+                                             (("--gray-fraction", 1.5), "gray_fraction 1.5 is not a share"),
+                                             (("--hold-out-style", "texture"),
+                                              "the held-out style 'texture' is not one of the styles flat"),
+                                             (("--styles", "noise", "--hold-out-style", "noise"),
+                                              "holding out 'noise' leaves no style to train on")])
 def test_make_data_refuses_sizes_the_shapes_world_cannot_give(tmp_path, option, message):
     result = run_script("make_data", "shapes", tmp_path / "out", *option, check=False)
     assert result.returncode == 2 and f"error: {message}" in result.stderr and "Traceback" not in result.stderr

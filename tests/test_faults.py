@@ -91,6 +91,9 @@ def test_resume_refuses_another_tasks_checkpoint_before_building_anything(shape_
     ("tiny/clip_tiny.yaml", ["--model.init_args.vit.stem", "foo"], "vit stem must be 'patch' or 'conv', got 'foo'"),
     ("tiny/asr_tiny.yaml", ["--data.init_args.augment.noise", "3"], "augment noise is a probability between 0 and 1"),
     ("tiny/asr_tiny.yaml", ["--data.init_args.speeds", "[0.9, 0]"], "speeds must be positive factors"),
+    ("tiny/clip_tiny.yaml", ["--data.init_args.augment", "{hflip: 2}"], "augment hflip is a probability between 0 and 1"),
+    ("tiny/clip_tiny.yaml", ["--data.init_args.augment", "{zoom: 0.5, scale: [0.5, 1.5]}"],
+     "augment scale must be [low, high] within [0.1, 1.0]"),
 ])
 def test_a_recipe_setting_its_class_refuses_is_one_line(config, setting, reason, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["train"])

@@ -11,6 +11,8 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.demos.boring_classes import BoringModel
 
+from multimodal.data.shapes import STYLES
+
 CONFIGS = sorted(ROOT.glob("configs/**/*.yaml"))
 
 
@@ -24,6 +26,9 @@ def recipe_data(shape_folders, tmp_path_factory):
                "--sources", "formant", "kokoro", "--hold-out-sources", "klatt", "--prosody", "wide")
     run_script("make_data", "shapes", data / "shapes_pairs", "--train-size", 16, "--test-size", 8,  # clip_*.yaml
                "--retrieval-size", 2, "--zero-shot-per-class", 1, "--image-size", 32)
+    run_script("make_data", "shapes", data / "shapes_styles", "--train-size", 16, "--test-size", 8,  # clip_shapes_cpu
+               "--retrieval-size", 2, "--zero-shot-per-class", 1, "--image-size", 32, "--styles", *STYLES,
+               "--hold-out-style", "texture")
     run_script("make_data", "spoken-shapes", data / "spoken_shapes", "--train-size", 8, "--test-size", 4,  # speech_clip_*
                "--retrieval-size", 4)
     return data

@@ -8,11 +8,14 @@ from multimodal.data.shapes import (
     COLORS,
     DIGIT_WORDS,
     HELD_OUT_PAIRS,
+    MAX_STYLED_BACKGROUND,
     RELATIONS,
     SHAPES,
     SIZES,
+    STYLES,
     Scene,
     ShapeObject,
+    _background,
     caption,
     digit_sentence,
     render,
@@ -146,3 +149,39 @@ def test_single_object_dataset():
     assert test_labels != labels
     _, shape_labels = single_object_dataset(60, 1, "train", "shape")
     assert np.bincount(shape_labels).tolist() == [10] * 6
+
+
+@pytest.mark.parametrize("style", list(STYLES))
+def test_every_style_draws_each_object_in_its_colour_on_a_darker_background(style):
+    rng = random.Random(0)
+    for color, shape in [("gray", "cross"), ("red", "star"), ("white", "triangle"), ("blue", "circle")]:
+        image = np.asarray(render(Scene((ShapeObject(color, shape, "small"),)), rng, 64, style)).astype(int)
+        near = np.abs(image - COLORS[color]).max(-1) <= 40
+        assert near.sum() >= 8, f"{style}: too few {color} pixels for a {shape}"
+        other = [c for c in COLORS if c != color]  # no background pixel passes for another colour
+        assert all((np.abs(image - COLORS[c]).max(-1) <= 40).sum() == 0 for c in other if c != "gray"), style
+
+
+def test_styled_backgrounds_stay_dark_and_flat_style_is_the_original_drawing():
+    rng = random.Random(1)
+    for kind in ("gradient", "noise", "texture"):
+        for _ in range(5):
+            assert np.asarray(_background(kind, rng, 32)).max() <= MAX_STYLED_BACKGROUND
+    scene = Scene((ShapeObject("red", "square", "large"),))
+    flat = np.asarray(render(scene, random.Random(3)))  # the default style, drawn as before styles
+    assert len(np.unique(flat.reshape(-1, 3), axis=0)) == 2  # no anti-aliasing: background and red only
+    assert (np.asarray(render(scene, random.Random(3), style="flat")) == flat).all()
+    with pytest.raises(ValueError, match="unknown drawing style 'sketch'"):
+        render(scene, rng, style="sketch")
+
+
+def test_two_objects_keep_their_relation_in_every_style():
+    rng = random.Random(2)
+    for style in STYLES:
+        for relation in RELATIONS:
+            scene = Scene((ShapeObject("red", "square", "small"), ShapeObject("blue", "circle", "small")), relation)
+            image = np.asarray(render(scene, rng, 64, style)).astype(int)
+            red, blue = (np.argwhere(np.abs(image - COLORS[c]).max(-1) <= 40).mean(0) for c in ("red", "blue"))
+            dy, dx = blue - red
+            expected = {"left of": dx > 0, "right of": dx < 0, "above": dy > 0, "below": dy < 0}[relation]
+            assert expected, (style, relation)

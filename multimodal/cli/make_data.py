@@ -3,6 +3,7 @@
     multimodal make-data mnist data/mnist                 # MNIST-5k as train/ and test/ class folders
     multimodal make-data shape-classes data/shape_classes # single-object shapes-world images
     multimodal make-data shapes data/shapes_pairs         # shapes-world image–caption pairs (CLIP)
+    multimodal make-data shapes data/shapes_styles --styles flat gradient noise outline texture --hold-out-style texture
     multimodal make-data speech data/speech               # spoken shapes sentences + digits (espeak-ng)
     multimodal make-data speech data/speech_robust --sources formant kokoro --hold-out-sources klatt --prosody wide
     multimodal make-data spoken-shapes data/spoken_shapes  # shapes-world images with their captions spoken
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 from multimodal.data import export
+from multimodal.data.shapes import STYLES
 from multimodal.errors import InputError
 from multimodal.inference.common import at_least, positive, print_json, script_main
 from multimodal.outputs import output_folder
@@ -56,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     pairs.add_argument("--gray-fraction", type=float, default=0.25,
                        help="share of one-object training scenes (not white or gray) drawn in grayscale, captioned "
                             "without the colour: it teaches shape from every colour channel")
+    pairs.add_argument("--styles", nargs="+", choices=list(STYLES), default=["flat"], metavar="STYLE",
+                       help=f"drawing styles, each image one of them at random ({', '.join(STYLES)}; default: flat)")
+    pairs.add_argument("--hold-out-style", choices=list(STYLES), metavar="STYLE",
+                       help="one of --styles kept out of train/test/zero_shot and drawn alone in OUT/STYLE/ "
+                            "(two_object_test.jsonl, zero_shot/): a test of drawings never seen in training")
     pairs.add_argument("--image-size", type=positive, default=64)
     pairs.add_argument("--seed", type=int, default=0)
     speech = sub.add_parser("speech", help="shapes-world sentences and digit strings spoken by espeak-ng: "
@@ -115,7 +122,7 @@ def write(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         try:
             counts = write_shape_pairs(args.out, args.train_size, args.test_size, args.seed, args.image_size,
                                        args.zero_shot_per_class, args.retrieval_size, args.gray_fraction,
-                                       quiet=args.json)
+                                       tuple(args.styles), args.hold_out_style, quiet=args.json)
         except ValueError as error:  # sizes or shares the shapes world cannot give
             parser.error(str(error))
     else:

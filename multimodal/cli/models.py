@@ -56,17 +56,23 @@ def speech_scores(model: Model) -> dict[str, float]:
 
 def clip_scores(model: Model, data: Path = ROOT / "data/shapes_eval", quiet: bool = False) -> dict[str, float]:
     """Zero-shot top-1 over the 48 colour+shape classes (and the 6 pairs never in training) and the 6 shapes, and
-    text->image R@1 over the distinct two-object scenes, of a `make-data shapes` folder."""
+    text->image R@1 over the distinct two-object scenes, of a `make-data shapes` folder; the same, suffixed with the
+    style's name, for a drawing style it holds out (`--hold-out-style`)."""
+    from multimodal.data.shapes import STYLES
     from multimodal.inference.retrieval import evaluate
     from multimodal.inference.zero_shot import zero_shot
 
     classes = zero_shot(model, [data / "zero_shot/train_pairs", data / "zero_shot/held_out"], quiet=quiet)
     shapes = zero_shot(model, [data / "zero_shot/shapes"], quiet=quiet)
     retrieval = evaluate(model, data / "two_object_test.jsonl", quiet=quiet)
-    return {"zero_shot_48_classes": classes["accuracy"]["top1"],
-            "zero_shot_held_out_pairs": classes["accuracy_per_input"][str(data / "zero_shot/held_out")]["top1"],
-            "zero_shot_6_shapes": shapes["accuracy"]["top1"],
-            "text_to_image_R@1": retrieval["text_to_image"]["R@1"]}
+    scores = {"zero_shot_48_classes": classes["accuracy"]["top1"],
+              "zero_shot_held_out_pairs": classes["accuracy_per_input"][str(data / "zero_shot/held_out")]["top1"],
+              "zero_shot_6_shapes": shapes["accuracy"]["top1"],
+              "text_to_image_R@1": retrieval["text_to_image"]["R@1"]}
+    for style in STYLES:
+        if (data / style / "two_object_test.jsonl").is_file():
+            scores |= {f"{name}_{style}": v for name, v in clip_scores(model, data / style, quiet).items()}
+    return scores
 
 
 def speech_clip_scores(model: Model) -> dict[str, float]:
@@ -92,6 +98,7 @@ class Build:
     tolerance: float  # half precision ships when every score is within this of float32's
 
 
+STYLED = ["--styles", "flat", "gradient", "noise", "outline", "texture", "--hold-out-style", "texture"]
 BUILDS = {
     "mnist-vit": Build(
         "configs/vit_mnist.yaml", "runs/vit_mnist/checkpoints/last.ckpt", [["make-data", "mnist", "data/mnist"]],
@@ -104,11 +111,12 @@ BUILDS = {
         "seed 0's)", speech_scores, False, 0.002),
     "shapes-clip": Build(
         "configs/clip_shapes_cpu.yaml", "runs/clip_shapes_cpu/checkpoints/last.ckpt",
-        [["make-data", "shapes", "data/shapes_pairs", "--train-size", "32000"],
+        [["make-data", "shapes", "data/shapes_styles", "--train-size", "32000", *STYLED],
          ["make-data", "shapes", "data/shapes_eval", "--train-size", "100", "--test-size", "100", "--retrieval-size",
-          "1000", "--zero-shot-per-class", "60", "--seed", "1"]],
+          "1000", "--zero-shot-per-class", "60", "--seed", "1", *STYLED]],
         "shapes-world scenes drawn with seed 1 (training used seed 0): 2,880 zero-shot images (60 per colour+shape "
-        "class, 360 of the 6 pairs never in training) and 1,000 distinct two-object scenes for retrieval",
+        "class, 360 of the 6 pairs never in training) and 1,000 distinct two-object scenes for retrieval, in the "
+        "four training styles; and as many in the texture style, never drawn in training (scores suffixed _texture)",
         clip_scores, True, 0.002),
     "shapes-speech-clip": Build(
         "configs/speech_clip_cpu.yaml", "runs/speech_clip_cpu/checkpoints/last.ckpt",

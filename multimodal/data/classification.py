@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from multimodal.data.image_augment import ImageAugment
 from multimodal.data.images import EvalTransform, ImageDataset, scan_class_folders, train_transform
 from multimodal.data.shapes import shape_classes, single_object_dataset
 
@@ -21,7 +22,7 @@ class ImageClassificationData(L.LightningDataModule):
     """
 
     def __init__(self, image_size: int, channels: int = 3, batch_size: int = 64, num_workers: int = 0,
-                 augment: str | None = None, seed: int = 0):
+                 augment: str | ImageAugment | None = None, seed: int = 0):
         super().__init__()
         self.image_size, self.channels, self.batch_size, self.num_workers = image_size, channels, batch_size, num_workers
         self.augment, self.seed = augment, seed
@@ -59,7 +60,7 @@ class ImageFolderData(ImageClassificationData):
     """``root/CLASS/*.png``; a seeded, per-class split into train / val (also used as test)."""
 
     def __init__(self, root: str, val_fraction: float = 0.2, image_size: int = 64, channels: int = 3,
-                 batch_size: int = 64, num_workers: int = 0, augment: str | None = None, seed: int = 0):
+                 batch_size: int = 64, num_workers: int = 0, augment: str | ImageAugment | None = None, seed: int = 0):
         super().__init__(image_size, channels, batch_size, num_workers, augment, seed)
         self.root, self.val_fraction = Path(root), val_fraction
 
@@ -86,7 +87,7 @@ class MNISTData(ImageClassificationData):
     them (no early stopping, the last checkpoint is reported)."""
 
     def __init__(self, image_size: int = 28, batch_size: int = 64, num_workers: int = 0,
-                 augment: str | None = None, seed: int = 0):
+                 augment: str | ImageAugment | None = None, seed: int = 0):
         super().__init__(image_size, 1, batch_size, num_workers, augment, seed)
 
     def setup(self, stage: str | None = None) -> None:
@@ -110,7 +111,7 @@ class ShapesData(ImageClassificationData):
     """Single-object shapes-world images rendered in memory; classes are shapes or colour+shape."""
 
     def __init__(self, target: str = "shape", train_size: int = 4000, test_size: int = 1000, image_size: int = 64,
-                 batch_size: int = 64, num_workers: int = 0, augment: str | None = None, seed: int = 0):
+                 batch_size: int = 64, num_workers: int = 0, augment: str | ImageAugment | None = None, seed: int = 0):
         super().__init__(image_size, 3, batch_size, num_workers, augment, seed)
         self.target, self.train_size, self.test_size = target, train_size, test_size
 

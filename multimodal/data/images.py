@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,7 +14,9 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from multimodal.config import as_config
 from multimodal.data import find_files
+from multimodal.data.image_augment import ImageAugment
 from multimodal.errors import InputError
 
 T = TypeVar("T")
@@ -132,16 +135,39 @@ class EvalTransform:
         self.fit = v2.Compose([v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)])
 
     def __call__(self, image: Image.Image) -> Tensor:
+        return self.pixels(image).float().div_(255)
+
+    def pixels(self, image: Image.Image) -> Tensor:
+        """The image resized and cropped, uint8 (C, H, W)."""
         pixels = v2.functional.pil_to_tensor(image)
         if pixels.shape[-2:] != (self.image_size, self.image_size):  # skipping no-op resizes: MNIST loads 156 -> 23 us an image
             pixels = self.fit(pixels)
-        return pixels.float().div_(255)
+        return pixels
 
 
-def train_transform(image_size: int, augment: str | None, channels: int = 3) -> Callable[[Image.Image], Tensor]:
-    """EvalTransform after an augmentation: None; "affine" (small shifts, turns and zooms, for digits
+class AugmentTransform(EvalTransform):
+    """EvalTransform with an ImageAugment between the fit and the conversion to float; its draws come from
+    ``random``, which Lightning's ``seed_everything`` seeds and PyTorch seeds anew in each loader worker."""
+
+    def __init__(self, image_size: int, augment: ImageAugment):
+        super().__init__(image_size)
+        self.augment = augment
+
+    def __call__(self, image: Image.Image, caption: str | None = None) -> Tensor | tuple[Tensor, str]:
+        pixels, augmented = self.augment(self.pixels(image), caption, random.Random(random.getrandbits(64)))
+        pixels = pixels.float().div_(255)
+        return pixels if caption is None else (pixels, augmented)
+
+
+def train_transform(image_size: int, augment: str | ImageAugment | dict | None,
+                    channels: int = 3) -> Callable[[Image.Image], Tensor]:
+    """EvalTransform after an augmentation: None; an ImageAugment (or its fields as a dict; flips swap a
+    caption's words of place, nothing changes hue); "affine" (small shifts, turns and zooms, for digits
     and other images whose colours or mirror images change their meaning); or a timm RandAugment
     string such as "rand-m9-mstd0.5"."""
+    if isinstance(augment, (ImageAugment, dict)):
+        augment = as_config(ImageAugment, augment)
+        return AugmentTransform(image_size, augment) if augment.active else EvalTransform(image_size)
     if not augment:
         return EvalTransform(image_size)
     if augment == "affine":

@@ -25,8 +25,10 @@ import lightning as L
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from multimodal.config import as_config
 from multimodal.data import read_text, split_lines
-from multimodal.data.images import EvalTransform, check_image, first_loadable, load_image, train_transform
+from multimodal.data.image_augment import ImageAugment
+from multimodal.data.images import AugmentTransform, EvalTransform, check_image, first_loadable, load_image, train_transform
 from multimodal.data.shapes import (
     ACHROMATIC,
     COLORS,
@@ -34,6 +36,7 @@ from multimodal.data.shapes import (
     HELD_OUT_PAIRS,
     RELATIONS,
     SHAPES,
+    STYLES,
     Scene,
     render,
     sample_object,
@@ -151,7 +154,8 @@ class PairsDataset(Dataset):
     """One item per image: (image (3, H, W) in [0, 1], one of its captions, image index).
 
     Training draws a caption per image each time it is read (so each epoch may pair an image with another
-    of its captions, and no image appears twice in a batch); evaluation always takes the first. With
+    of its captions, and no image appears twice in a batch); evaluation always takes the first. A transform
+    that takes the caption too (``AugmentTransform``) may change it with the image (a flip swaps left and right). With
     ``skip_bad`` (training), an image that no longer loads (changed since the check) is named in a warning and
     replaced by the next one that does, so that training goes on.
     """
@@ -168,6 +172,9 @@ class PairsDataset(Dataset):
         i, image = first_loadable(self, i, lambda j: load_image(self.pairs.images[j]))
         captions = self.pairs.captions[i]
         text = self.rng.choice(captions) if self.sample_caption else captions[0]
+        if isinstance(self.transform, AugmentTransform):
+            pixels, text = self.transform(image, text)
+            return pixels, text, i
         return self.transform(image), text, i
 
 
@@ -200,16 +207,17 @@ class PairsData(L.LightningDataModule):
     """Image–caption files for contrastive training. Batches: (images (B, 3, H, W), captions list[str],
     image indices (B,)). ``val`` is also the test set when ``test`` is not given. ``group_batches`` keeps each
     ``group`` of the training file in one batch; turn it off for tiny batches, where a few groups crowd out
-    the variety that the first epochs learn from."""
+    the variety that the first epochs learn from. ``augment`` (``ImageAugment``'s fields) changes training images
+    only, and their captions with them where a flip asks for it."""
 
     def __init__(self, train: str, val: str | None = None, test: str | None = None, image_size: int = 64,
-                 batch_size: int = 64, num_workers: int = 0, augment: str | None = None, seed: int = 0,
+                 batch_size: int = 64, num_workers: int = 0, augment: ImageAugment | None = None, seed: int = 0,
                  group_batches: bool = True):
         super().__init__()
         self.train_file, self.val_file, self.test_file = train, val, test
         self.group_batches = group_batches
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
-        self.augment, self.seed = augment, seed
+        self.augment, self.seed = None if augment is None else as_config(ImageAugment, augment), seed
         self.train_pairs: Pairs | None = None
         self.val_pairs: Pairs | None = None
         self.test_pairs: Pairs | None = None
@@ -253,7 +261,8 @@ class PairsData(L.LightningDataModule):
 
 def write_shape_pairs(out: str | Path, train_size: int = 10000, test_size: int = 1000, seed: int = 0,
                       image_size: int = 64, zero_shot_per_class: int = 20, retrieval_size: int = 1000,
-                      gray_fraction: float = 0.25, quiet: bool = False) -> dict[str, int]:
+                      gray_fraction: float = 0.25, styles: tuple[str, ...] = ("flat",), hold_out_style: str | None = None,
+                      quiet: bool = False) -> dict[str, int]:
     """Shapes-world image–caption pairs, written as
 
     out/images/*.png; out/train.jsonl (one- and two-object scenes, no held-out colour–shape pair in any image or
@@ -263,28 +272,40 @@ def write_shape_pairs(out: str | Path, train_size: int = 10000, test_size: int =
     caption, so every text query has exactly one right image);
     out/zero_shot/{train_pairs,held_out}/COLOR_SHAPE/*.png and out/zero_shot/shapes/SHAPE/*.png
     (single-object test images) with out/zero_shot/color_shape_classes.txt (the 48 classes).
-    Each image has all the captions that describe it. Returns the number of images of each part.
+    Each image has all the captions that describe it, and is drawn in one of `styles` (shapes.STYLES), chosen at
+    random. `hold_out_style` (one of `styles`) is kept out of all of that and drawn alone in
+    out/STYLE/two_object_test.jsonl and out/STYLE/zero_shot/: a test of drawings never seen in training.
+    Returns the number of images of each part.
     """
     from PIL import ImageOps
     from tqdm import tqdm
-
 
     if retrieval_size > DISTINCT_SCENES:
         raise ValueError(f"retrieval_size {retrieval_size} exceeds the {DISTINCT_SCENES} distinct two-object scenes")
     if not 0 <= gray_fraction <= 1:
         raise ValueError(f"gray_fraction {gray_fraction} is not a share between 0 and 1")
+    unknown = [s for s in styles if s not in STYLES]
+    if unknown or not styles:
+        raise ValueError(f"unknown drawing style(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(STYLES)}")
+    if hold_out_style is not None and hold_out_style not in styles:
+        raise ValueError(f"the held-out style {hold_out_style!r} is not one of the styles {', '.join(styles)}")
+    seen = tuple(s for s in dict.fromkeys(styles) if s != hold_out_style)
+    if not seen:
+        raise ValueError(f"holding out {hold_out_style!r} leaves no style to train on")
 
     out = Path(out)
-    (out / "images").mkdir(parents=True, exist_ok=True)
     counts = {}
 
-    def scenes_file(name: str, n: int, split: str, num_objects: list[int], distinct: bool = False,
-                    grouped: bool = False, gray_fraction: float = 0.0) -> None:
+    def scenes_file(root: Path, name: str, n: int, split: str, num_objects: list[int], looks: tuple[str, ...],
+                    distinct: bool = False, grouped: bool = False, gray_fraction: float = 0.0) -> None:
         """n images; each next scene has the number of objects that fewer images have so far. With `grouped`,
         a two-object scene comes in all four relations, written as one group. At gray_fraction 0 there is no
-        grayscale draw, so the files are those of before grayscale scenes."""
+        grayscale draw, and with one style no style draw, so the files are those of before either."""
         rng, described, written, i = random.Random(f"pairs:{name}:{seed}"), set(), dict.fromkeys(num_objects, 0), 0
-        with (out / f"{name}.jsonl").open("w") as f, tqdm(total=n, desc=f"writing {name}", disable=quiet) as bar:
+        pick = random.Random(f"styles:{name}:{seed}")
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        part = str((root / name).relative_to(out))
+        with (root / f"{name}.jsonl").open("w") as f, tqdm(total=n, desc=f"writing {part}", disable=quiet) as bar:
             while i < n:
                 objects = min(num_objects, key=written.get)
                 scene = sample_scene(rng, objects, split)
@@ -297,41 +318,54 @@ def write_shape_pairs(out: str | Path, train_size: int = 10000, test_size: int =
                     if split == "train":
                         assert all((o.color, o.shape) not in HELD_OUT_PAIRS for o in member.objects)
                     file = f"images/{name}_{i:05d}.png"
-                    image, color = render(member, rng, image_size), True
+                    look = pick.choice(looks) if len(looks) > 1 else looks[0]
+                    image, color = render(member, rng, image_size, look), True
                     if (gray_fraction > 0 and len(member.objects) == 1 and member.objects[0].color not in ACHROMATIC
                             and rng.random() < gray_fraction):
                         image, color = ImageOps.grayscale(image).convert("RGB"), False
-                    image.save(out / file)
+                    image.save(root / file)
                     for text in scene_captions(member, color):
                         row = {"image": file, "caption": text} | ({"group": first} if len(group) > 1 else {})
                         f.write(json.dumps(row) + "\n")
                     i += 1
                 written[objects] += i - first  # the last group may be cut short at n
                 bar.update(i - first)
-        counts[name] = n
+        counts[part] = n
 
-    scenes_file("train", train_size, "train", [1, 2], grouped=True, gray_fraction=gray_fraction)
-    scenes_file("test", test_size, "test", [1, 2])
-    scenes_file("two_object_test", retrieval_size, "test", [2], distinct=True)
+    def zero_shot(root: Path, looks: tuple[str, ...], name: str) -> None:
+        rng, pick = random.Random(f"pairs:{name}:{seed}"), random.Random(f"styles:{name}:{seed}")
 
-    rng = random.Random(f"pairs:zero_shot:{seed}")
-    zero = out / "zero_shot"
-    counts["zero_shot/train_pairs"] = counts["zero_shot/held_out"] = counts["zero_shot/shapes"] = 0
-    for name in tqdm(shape_classes("color_shape"), desc="writing zero_shot", disable=quiet):
-        pair = tuple(name.split(" "))
-        part = "held_out" if pair in HELD_OUT_PAIRS else "train_pairs"
-        folder = zero / part / name.replace(" ", "_")
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(zero_shot_per_class):
-            render(Scene((sample_object(rng, "test", pair),)), rng, image_size).save(folder / f"{i:05d}.png")
-        counts[f"zero_shot/{part}"] += zero_shot_per_class
-    per_shape = max(1, zero_shot_per_class * len(COLORS) // 2)
-    for shape in SHAPES:
-        folder = zero / "shapes" / shape
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(per_shape):
-            pair = (rng.choice(list(COLORS)), shape)
-            render(Scene((sample_object(rng, "test", pair),)), rng, image_size).save(folder / f"{i:05d}.png")
-        counts["zero_shot/shapes"] += per_shape
-    (zero / "color_shape_classes.txt").write_text("\n".join(shape_classes("color_shape")) + "\n")
+        def draw(pair: tuple[str, str], file: Path) -> None:
+            look = pick.choice(looks) if len(looks) > 1 else looks[0]
+            render(Scene((sample_object(rng, "test", pair),)), rng, image_size, look).save(file)
+
+        zero = root / "zero_shot"
+        prefix = str(zero.relative_to(out))
+        for part in ("train_pairs", "held_out", "shapes"):
+            counts[f"{prefix}/{part}"] = 0
+        for class_name in tqdm(shape_classes("color_shape"), desc=f"writing {prefix}", disable=quiet):
+            pair = tuple(class_name.split(" "))
+            part = "held_out" if pair in HELD_OUT_PAIRS else "train_pairs"
+            folder = zero / part / class_name.replace(" ", "_")
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(zero_shot_per_class):
+                draw(pair, folder / f"{i:05d}.png")
+            counts[f"{prefix}/{part}"] += zero_shot_per_class
+        per_shape = max(1, zero_shot_per_class * len(COLORS) // 2)
+        for shape in SHAPES:
+            folder = zero / "shapes" / shape
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_shape):
+                draw((rng.choice(list(COLORS)), shape), folder / f"{i:05d}.png")
+            counts[f"{prefix}/shapes"] += per_shape
+        (zero / "color_shape_classes.txt").write_text("\n".join(shape_classes("color_shape")) + "\n")
+
+    scenes_file(out, "train", train_size, "train", [1, 2], seen, grouped=True, gray_fraction=gray_fraction)
+    scenes_file(out, "test", test_size, "test", [1, 2], seen)
+    scenes_file(out, "two_object_test", retrieval_size, "test", [2], seen, distinct=True)
+    zero_shot(out, seen, "zero_shot")
+    if hold_out_style is not None:
+        scenes_file(out / hold_out_style, "two_object_test", retrieval_size, "test", [2], (hold_out_style,),
+                    distinct=True)
+        zero_shot(out / hold_out_style, (hold_out_style,), f"zero_shot:{hold_out_style}")
     return counts

@@ -1,8 +1,10 @@
-"""The shapes world: one or two filled shapes on a uniform background, captioned by a fixed grammar.
+"""The shapes world: one or two shapes on a background, captioned by a fixed grammar.
 
 Everything is drawn from a `random.Random` the caller passes in, so a seed fixes every image, caption
 and sentence. Some colour-shape pairs (HELD_OUT_PAIRS) never occur in split "train" scenes, so a
-contrastive model trained on them can be tested on compositions it has never seen.
+contrastive model trained on them can be tested on compositions it has never seen. A scene can be drawn in
+several styles (STYLES: backgrounds, fills and outlines, anti-aliasing, stretched shapes), so that one style
+can be kept out of training to test whether a model has learnt shapes or one way of drawing them.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import math
 import random
 from dataclasses import dataclass, replace
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -45,6 +48,30 @@ DISTINCT_SCENES = len(COLORS) * len(SHAPES) * (len(COLORS) * len(SHAPES) - 1) * 
 SIZE_FRACTION = {"small": 0.22, "large": 0.40}  # side of a shape's box / side of the image
 SIZE_JITTER = 0.08  # +-8 % keeps the two sizes apart: at most 0.24 against at least 0.37
 MAX_BACKGROUND = 60  # every object colour has a channel of at least 135 (gray), so no background passes for one
+MAX_STYLED_BACKGROUND = 90  # patterned backgrounds reach higher, still well below gray's 135
+
+
+@dataclass(frozen=True)
+class DrawingStyle:
+    """How a scene is drawn. background: "flat" (one dark colour), "gradient" (between two, at any angle),
+    "noise" (a dark colour with pixel noise) or "texture" (stripes, checks or blobs of two dark colours);
+    fill: "solid", "outline" (the edge only) or "outlined" (solid with a darker rim); antialias: edges drawn at 4×
+    and averaged down; stretch: the most a shape's width / height ratio departs from 1 (a square may become a
+    rectangle, a circle an ellipse; the longer side keeps the object's size, so "small" and "large" stay true)."""
+    background: str
+    fill: str
+    antialias: bool
+    stretch: float = 1.0
+
+
+STYLES: dict[str, DrawingStyle] = {
+    "flat": DrawingStyle("flat", "solid", antialias=False),  # the original drawing, pixel for pixel
+    "gradient": DrawingStyle("gradient", "solid", antialias=True, stretch=1.2),
+    "noise": DrawingStyle("noise", "outlined", antialias=True, stretch=1.2),
+    "outline": DrawingStyle("gradient", "outline", antialias=True, stretch=1.2),
+    "texture": DrawingStyle("texture", "solid", antialias=True, stretch=1.2),
+}
+SUPERSAMPLE = 4
 
 
 @dataclass(frozen=True)
@@ -134,12 +161,71 @@ def _outline(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, fl
     raise ValueError(f"unknown shape {shape!r}")
 
 
-def _draw(draw: ImageDraw.ImageDraw, obj: ShapeObject, cx: float, cy: float, side: float) -> None:
-    r, fill = side / 2, COLORS[obj.color]
-    if obj.shape == "circle":
-        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+def _coverage(shape: str, cx: float, cy: float, side: float, sx: float, sy: float, image_size: int,
+              style: DrawingStyle, edge: bool) -> Image.Image:
+    """The share of each pixel a shape covers ("L", 0-255): its inside, or with ``edge`` its rim only; the box
+    ``side`` wide is shrunk by sx across and sy down."""
+    k = SUPERSAMPLE if style.antialias else 1
+    mask = Image.new("L", (image_size * k, image_size * k), 0)
+    draw = ImageDraw.Draw(mask)
+    cx, cy, r = cx * k, cy * k, side / 2 * k
+    width = max(1, round(image_size / (32 if style.fill == "outline" else 64) * k))  # a rim thinner than a line
+    fill, outline = (None, 255) if edge else (255, None)
+    if shape == "circle":
+        draw.ellipse([cx - r * sx, cy - r * sy, cx + r * sx, cy + r * sy], fill=fill, outline=outline,
+                     width=width if edge else 0)
     else:
-        draw.polygon(_outline(obj.shape, cx, cy, r), fill=fill)
+        points = [(cx + (x - cx) * sx, cy + (y - cy) * sy) for x, y in _outline(shape, cx, cy, r)]
+        draw.polygon(points, fill=fill, outline=outline, width=width if edge else 1)
+    return mask.resize((image_size, image_size), Image.BOX) if k > 1 else mask
+
+
+def _paint(image: Image.Image, obj: ShapeObject, cx: float, cy: float, side: float, style: DrawingStyle,
+           rng: random.Random) -> None:
+    sx = sy = 1.0
+    if style.stretch > 1:  # no draw otherwise: the flat style keeps the random stream, and so the pixels, of before
+        stretch = rng.uniform(1.0, style.stretch)
+        sx, sy = (1.0, 1 / stretch) if rng.random() < 0.5 else (1 / stretch, 1.0)
+    color = COLORS[obj.color]
+    size = image.width
+    if style.fill in ("solid", "outlined"):
+        image.paste(color, mask=_coverage(obj.shape, cx, cy, side, sx, sy, size, style, edge=False))
+    if style.fill in ("outline", "outlined"):
+        rim = color if style.fill == "outline" else tuple(round(c * 0.45) for c in color)
+        image.paste(rim, mask=_coverage(obj.shape, cx, cy, side, sx, sy, size, style, edge=True))
+
+
+def _dark_color(rng: random.Random) -> np.ndarray:
+    return np.array([rng.randint(0, MAX_STYLED_BACKGROUND) for _ in range(3)], dtype=np.float64)
+
+
+def _background(kind: str, rng: random.Random, image_size: int) -> Image.Image:
+    """A patterned background, every channel at most MAX_STYLED_BACKGROUND."""
+    noise = np.random.default_rng(rng.getrandbits(64))
+    y, x = np.mgrid[0:image_size, 0:image_size] / image_size
+    angle = rng.uniform(0, math.pi)
+    along = x * math.cos(angle) + y * math.sin(angle)
+    if kind == "noise":
+        pixels = _dark_color(rng) + noise.normal(0, rng.uniform(4, 14), (image_size, image_size, 3))
+        return Image.fromarray(np.clip(pixels, 0, MAX_STYLED_BACKGROUND).round().astype(np.uint8))
+    if kind == "gradient":
+        mix = (along - along.min()) / (along.max() - along.min())
+    elif kind == "texture":
+        pattern = rng.choice(("stripes", "checks", "blobs"))
+        if pattern == "stripes":
+            mix = 0.5 + 0.5 * np.sin(2 * math.pi * along * image_size / rng.uniform(3, 10))
+        elif pattern == "checks":
+            across = -x * math.sin(angle) + y * math.cos(angle)
+            cell = rng.uniform(3, 9) / image_size
+            mix = ((np.floor(along / cell) + np.floor(across / cell)) % 2).astype(np.float64)
+        else:
+            grid = Image.fromarray((noise.random((rng.randint(3, 9),) * 2) * 255).astype(np.uint8))
+            mix = np.asarray(grid.resize((image_size, image_size), Image.BICUBIC), dtype=np.float64) / 255
+    else:
+        raise ValueError(f"unknown background {kind!r}")
+    first, second = _dark_color(rng), _dark_color(rng)
+    pixels = first + (second - first) * mix[..., None]
+    return Image.fromarray(np.clip(pixels, 0, MAX_STYLED_BACKGROUND).round().astype(np.uint8))
 
 
 def _pair_centres(rng: random.Random, relation: str, side: float, image_size: int) -> list[tuple[float, float]]:
@@ -157,22 +243,31 @@ def _pair_centres(rng: random.Random, relation: str, side: float, image_size: in
     return list(zip(across, along))
 
 
-def render(scene: Scene, rng: random.Random, image_size: int = 64) -> Image.Image:
-    """An RGB image of the scene on a random dark uniform background, each object at a jittered place."""
-    background = tuple(rng.randint(0, MAX_BACKGROUND) for _ in range(3))
-    image = Image.new("RGB", (image_size, image_size), background)
-    draw = ImageDraw.Draw(image)
+def _layout(scene: Scene, rng: random.Random, image_size: int) -> list[tuple[ShapeObject, float, float, float]]:
+    """(object, centre x, centre y, side) for each object, at jittered places."""
     if len(scene.objects) == 1:
         (obj,) = scene.objects
         side = SIZE_FRACTION[obj.size] * image_size * rng.uniform(1 - SIZE_JITTER, 1 + SIZE_JITTER)
         half = side / 2
-        _draw(draw, obj, rng.uniform(half, image_size - half), rng.uniform(half, image_size - half), side)
-        return image
+        return [(obj, rng.uniform(half, image_size - half), rng.uniform(half, image_size - half), side)]
     if scene.relation not in RELATIONS:
         raise ValueError(f"a two-object scene needs a relation from {RELATIONS}, not {scene.relation!r}")
     side = SIZE_FRACTION["small"] * image_size * rng.uniform(1 - SIZE_JITTER, 1 + SIZE_JITTER)
-    for obj, (cx, cy) in zip(scene.objects, _pair_centres(rng, scene.relation, side, image_size)):
-        _draw(draw, obj, cx, cy, side)
+    return [(obj, cx, cy, side) for obj, (cx, cy) in zip(scene.objects, _pair_centres(rng, scene.relation, side, image_size))]
+
+
+def render(scene: Scene, rng: random.Random, image_size: int = 64, style: str = "flat") -> Image.Image:
+    """An RGB image of the scene in one of STYLES; "flat" is a random dark uniform background with the objects
+    filled, without anti-aliasing."""
+    if style not in STYLES:
+        raise ValueError(f"unknown drawing style {style!r}; choose from {', '.join(STYLES)}")
+    look = STYLES[style]
+    if look.background == "flat":
+        image = Image.new("RGB", (image_size, image_size), tuple(rng.randint(0, MAX_BACKGROUND) for _ in range(3)))
+    else:
+        image = _background(look.background, rng, image_size)
+    for obj, cx, cy, side in _layout(scene, rng, image_size):
+        _paint(image, obj, cx, cy, side, look, rng)
     return image
 
 
