@@ -2,6 +2,7 @@
 scripts that use it (retrieve by voice, eval, attention), end to end on tiny data."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -204,7 +205,8 @@ def test_the_caption_bank_holds_the_hard_negatives_a_batch_lacks():
     image = task.model.clip.encode_image(torch.rand(1, 3, 64, 64))
     own, neighbour = (task.bank_loss(text[[i]], image, [captions[1]]).item() for i in (1, 2))
     assert task.loss(text[[2]], image, text[[1]]).item() == pytest.approx(0.0)  # in-batch: nothing to tell apart
-    assert neighbour > own + 1.0
+    assert own < math.log(len(captions)) - 0.5  # far from a uniform guess among the bank's captions
+    assert neighbour > own  # how much worse depends on the CLIP's temperature
 
 
 def test_a_locked_encoder_stays_as_it_was_and_the_kept_features_give_what_the_model_gives(spoken):
