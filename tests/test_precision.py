@@ -53,3 +53,25 @@ def test_compiled_tower_matches_eager(models, name):
     model, inputs = models[name]
     compiled = torch.compile(model, dynamic=False)
     torch.testing.assert_close(compiled(*inputs), model(*inputs), atol=COMPILE_TOLERANCE, rtol=COMPILE_TOLERANCE)
+
+
+def test_cpu_bf16_autocast_attends_in_float32_and_trains(monkeypatch):
+    """CPU bf16 attention kernels are several times slower than float32 ones (the backward above all), so under CPU
+    autocast the attention itself runs in float32 while the projections around it use bf16; the output and the
+    gradients stay those of fp32 within bf16's tolerance."""
+    from multimodal.nn.attention import F as attention_functional
+    from multimodal.nn.attention import MultiHeadAttention
+    torch.manual_seed(0)
+    layer, x = MultiHeadAttention(32, 4), torch.randn(2, 10, 32)
+    mask = torch.arange(10) < torch.tensor([[10], [6]])
+    seen, sdpa = [], attention_functional.scaled_dot_product_attention
+    monkeypatch.setattr(attention_functional, "scaled_dot_product_attention",
+                        lambda q, k, v, **kw: seen.append(q.dtype) or sdpa(q, k, v, **kw))
+    reference = layer(x, key_padding_mask=mask)
+    reference_grad = torch.autograd.grad(reference.square().sum(), layer.qkv.weight)[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = layer(x, key_padding_mask=mask)
+    assert low.dtype == torch.bfloat16 and seen == [torch.float32, torch.float32]
+    low_grad = torch.autograd.grad(low.float().square().sum(), layer.qkv.weight)[0]
+    assert 0 < (low.float() - reference).abs().max() <= BF16_TOLERANCE * reference.abs().max()
+    assert (low_grad - reference_grad).abs().max() <= BF16_TOLERANCE * reference_grad.abs().max()

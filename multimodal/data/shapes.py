@@ -54,7 +54,8 @@ MAX_STYLED_BACKGROUND = 90  # patterned backgrounds reach higher, still well bel
 @dataclass(frozen=True)
 class DrawingStyle:
     """How a scene is drawn. background: "flat" (one dark colour), "gradient" (between two, at any angle),
-    "noise" (a dark colour with pixel noise) or "texture" (stripes, checks or blobs of two dark colours);
+    "noise" (a dark colour with pixel noise), "texture" (stripes, checks or blobs of two dark colours) or "clutter"
+    (dark lines and rings strewn over a gradient: edges everywhere, none of them an object's);
     fill: "solid", "outline" (the edge only) or "outlined" (solid with a darker rim); antialias: edges drawn at 4×
     and averaged down; stretch: the most a shape's width / height ratio departs from 1 (a square may become a
     rectangle, a circle an ellipse; the longer side keeps the object's size, so "small" and "large" stay true)."""
@@ -70,6 +71,7 @@ STYLES: dict[str, DrawingStyle] = {
     "noise": DrawingStyle("noise", "outlined", antialias=True, stretch=1.2),
     "outline": DrawingStyle("gradient", "outline", antialias=True, stretch=1.2),
     "texture": DrawingStyle("texture", "solid", antialias=True, stretch=1.2),
+    "clutter": DrawingStyle("clutter", "solid", antialias=True, stretch=1.2),
 }
 SUPERSAMPLE = 4
 
@@ -201,6 +203,8 @@ def _dark_color(rng: random.Random) -> np.ndarray:
 
 def _background(kind: str, rng: random.Random, image_size: int) -> Image.Image:
     """A patterned background, every channel at most MAX_STYLED_BACKGROUND."""
+    if kind == "clutter":
+        return _clutter(_background("gradient", rng, image_size), rng)
     noise = np.random.default_rng(rng.getrandbits(64))
     y, x = np.mgrid[0:image_size, 0:image_size] / image_size
     angle = rng.uniform(0, math.pi)
@@ -226,6 +230,24 @@ def _background(kind: str, rng: random.Random, image_size: int) -> Image.Image:
     first, second = _dark_color(rng), _dark_color(rng)
     pixels = first + (second - first) * mix[..., None]
     return Image.fromarray(np.clip(pixels, 0, MAX_STYLED_BACKGROUND).round().astype(np.uint8))
+
+
+def _clutter(image: Image.Image, rng: random.Random) -> Image.Image:
+    """4-12 dark straight strokes and rings, 1-3 pixels wide, drawn anti-aliased over ``image``."""
+    k, size = SUPERSAMPLE, image.width
+    image = image.resize((size * k, size * k), Image.BILINEAR)
+    draw = ImageDraw.Draw(image)
+    for _ in range(rng.randint(4, 12)):
+        color = tuple(int(c) for c in _dark_color(rng))
+        width = round(rng.uniform(1, 3) * k)
+        x, y = rng.uniform(0, size) * k, rng.uniform(0, size) * k
+        if rng.random() < 0.5:
+            length, angle = rng.uniform(0.2, 0.8) * size * k, rng.uniform(0, math.pi)
+            draw.line([(x, y), (x + length * math.cos(angle), y + length * math.sin(angle))], fill=color, width=width)
+        else:
+            r = rng.uniform(0.05, 0.25) * size * k
+            draw.ellipse([x - r, y - r, x + r, y + r], outline=color, width=width)
+    return image.resize((size, size), Image.BOX)
 
 
 def _pair_centres(rng: random.Random, relation: str, side: float, image_size: int) -> list[tuple[float, float]]:
