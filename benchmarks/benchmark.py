@@ -12,10 +12,11 @@
 Without a GPU it runs small CPU sizes and says so in the output ("device" and "sizes").
 
 Timing: warm-up steps excluded, torch.cuda.synchronize around the timed loop, bf16 autocast and fused
-AdamW on a GPU (fp32 and plain AdamW on a CPU). FLOPs come from torch.utils.flop_counter on one real
-step, so model FLOP utilisation (MFU) is measured work over the device's peak. Where a reference can be
-converted with our interop code (OpenCLIP, Whisper), ours is built from the reference's random weights,
-so both run the same architecture with the same numbers.
+AdamW on a GPU (fp32 and plain AdamW on a CPU; ``--precision bf16`` autocasts there too, as a recipe's
+``precision: bf16-mixed`` does, and ``--batch`` sets the training rows' batch, e.g. a CPU recipe's). FLOPs
+come from torch.utils.flop_counter on one real step, so model FLOP utilisation (MFU) is measured work over
+the device's peak. Where a reference can be converted with our interop code (OpenCLIP, Whisper), ours is
+built from the reference's random weights, so both run the same architecture with the same numbers.
 """
 
 from __future__ import annotations
@@ -48,12 +49,11 @@ class Setting:
     steps: int
     warmup: int
     compile: bool
+    bf16: bool
 
     @property
     def autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
 
 
 def peak_flops(device: torch.device) -> float | None:
@@ -497,6 +497,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="torch.compile both our model and the reference")
     parser.add_argument("--steps", type=positive, default=None, help="timed steps (default: 20 on GPU, 10 on CPU)")
     parser.add_argument("--device", type=device_name, default=None)
+    parser.add_argument("--precision", choices=["bf16", "fp32"], default=None,
+                        help="autocast to bf16 or not, both models alike (default: bf16 on a GPU, fp32 on a CPU)")
+    parser.add_argument("--batch", type=positive, default=None,
+                        help="batch of the vit / clip / asr training rows (default: 256 / 512 / 64 on GPU, 4 / 4 / 2 on CPU)")
     parser.add_argument("--json", action="store_true", help="JSON only (it is always printed; this drops the notes)")
     parser.add_argument("--plot", metavar="PNG", help="with --task attention or all: time and memory against length")
     args = parser.parse_args(argv)
@@ -508,27 +512,29 @@ def main(argv: list[str] | None = None) -> int:
     dev = device(args.device)
     gpu = dev.type == "cuda"
     steps = args.steps or (20 if gpu else 10)
+    bf16 = (args.precision or ("bf16" if gpu else "fp32")) == "bf16"
+    setting = functools.partial(Setting, dev, steps=steps, compile=args.compile, bf16=bf16)
     report = {"device": torch.cuda.get_device_name(dev) if gpu else "cpu", "torch": torch.__version__,
-              "compile": args.compile, "sizes": "full" if gpu else "small CPU sizes (no GPU found)", "results": {}}
+              "compile": args.compile, "precision": "bf16 autocast" if bf16 else "fp32",
+              "sizes": "full" if gpu else "small CPU sizes (no GPU found)", "results": {}}
     if args.task in ("vit", "all"):
-        setting = Setting(dev, batch=256 if gpu else 4, steps=steps, warmup=5 if gpu else 1, compile=args.compile)
-        report["results"]["vit"] = {"batch": setting.batch, "image_size": 224 if gpu else 64,
-                                    **vit_rows(setting, 224 if gpu else 64, "base" if gpu else "tiny")}
+        vit = setting(batch=args.batch or (256 if gpu else 4), warmup=5 if gpu else 1)
+        report["results"]["vit"] = {"batch": vit.batch, "image_size": 224 if gpu else 64,
+                                    **vit_rows(vit, 224 if gpu else 64, "base" if gpu else "tiny")}
     if args.task in ("clip", "all"):
-        setting = Setting(dev, batch=512 if gpu else 4, steps=steps, warmup=5 if gpu else 1, compile=args.compile)
-        report["results"]["clip"] = {"batch": setting.batch, **clip_rows(setting, "base" if gpu else "tiny")}
+        clip = setting(batch=args.batch or (512 if gpu else 4), warmup=5 if gpu else 1)
+        report["results"]["clip"] = {"batch": clip.batch, **clip_rows(clip, "base" if gpu else "tiny")}
     if args.task in ("asr", "all"):
-        train = Setting(dev, batch=64 if gpu else 2, steps=steps, warmup=5 if gpu else 1, compile=args.compile)
-        decode = Setting(dev, batch=16 if gpu else 2, steps=max(1, steps // 5), warmup=1, compile=args.compile)
+        train = setting(batch=args.batch or (64 if gpu else 2), warmup=5 if gpu else 1)
+        decode = setting(batch=16 if gpu else 2, steps=max(1, steps // 5), warmup=1)
         report["results"]["asr"] = asr_rows(train, decode, "base" if gpu else "tiny", text_tokens=448 if gpu else 16,
                                             new_tokens=128 if gpu else 4)
     if args.task in ("inference", "all"):
-        setting = Setting(dev, batch=16, steps=max(1, steps // 2), warmup=1, compile=False)
-        report["results"]["inference"] = inference_rows(setting)
+        report["results"]["inference"] = inference_rows(setting(batch=16, steps=max(1, steps // 2), warmup=1,
+                                                                compile=False))
     if args.task in ("attention", "all"):
         lengths = [1024, 2048, 4096, 8192, 16384, 32768] if gpu else [256, 512, 1024]
-        setting = Setting(dev, batch=1, steps=steps, warmup=3 if gpu else 1, compile=False)
-        report["results"]["attention"] = attention_rows(setting, lengths)
+        report["results"]["attention"] = attention_rows(setting(batch=1, warmup=3 if gpu else 1, compile=False), lengths)
         if args.plot:
             plot_attention(report["results"]["attention"], args.plot)
     print(json.dumps(report, indent=2))

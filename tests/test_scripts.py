@@ -41,9 +41,10 @@ def test_benchmark_has_help():
 
 
 def test_benchmark_prints_json_with_a_ratio_on_cpu():
-    report = run_benchmark("--task", "vit", "--steps", "1")
-    assert report["device"] == "cpu" and "small CPU sizes" in report["sizes"]
+    report = run_benchmark("--task", "vit", "--steps", "1", "--precision", "bf16", "--batch", "3")
+    assert report["device"] == "cpu" and "small CPU sizes" in report["sizes"] and report["precision"] == "bf16 autocast"
     vit = report["results"]["vit"]
+    assert vit["batch"] == 3
     assert vit["ours"]["throughput"] > 0 and vit["timm"]["tflops_per_step"] > 0
     # same architecture, so the FLOP counts agree; the ratio is what the GPU run reports
     assert abs(vit["ours"]["tflops_per_step"] / vit["timm"]["tflops_per_step"] - 1) < 0.02
@@ -87,7 +88,7 @@ def test_benchmark_inference_against_open_clip_timm_and_openai_whisper():
     """Tiny models through the rows of ``--task inference``: each pair computes the same function, every ratio is
     measured, and ours decodes exactly as many tokens as openai-whisper."""
     bench = load_benchmark()
-    rows = bench.inference_rows(bench.Setting(torch.device("cpu"), batch=2, steps=1, warmup=0, compile=False),
+    rows = bench.inference_rows(bench.Setting(torch.device("cpu"), batch=2, steps=1, warmup=0, compile=False, bf16=False),
                                 clips=2, new_tokens=3, size="tiny")
     assert rows["image_embedding"]["min_cosine_ours_vs_reference"] > 0.9999
     assert rows["vit_classification"]["max_logit_difference"] < 1e-4

@@ -151,6 +151,23 @@ def test_single_object_dataset():
     assert np.bincount(shape_labels).tolist() == [10] * 6
 
 
+def test_single_object_images_come_in_the_styles_asked():
+    from multimodal.data.classification import ShapesData
+
+    def colours(image) -> int:
+        return len(np.unique(np.asarray(image).reshape(-1, 3), axis=0))
+    flat, _ = single_object_dataset(12, 0, "train", "shape", image_size=32)
+    styled, _ = single_object_dataset(12, 0, "train", "shape", image_size=32, styles=("texture", "clutter"))
+    assert all(colours(image) == 2 for image in flat)  # one background colour, one object colour, no blending
+    assert all(colours(image) > 30 for image in styled)
+    with pytest.raises(ValueError, match="unknown drawing style"):
+        single_object_dataset(1, 0, "train", "shape", styles=("cubist",))
+    data = ShapesData(train_size=6, test_size=6, image_size=32, styles=["flat"], test_styles=["noise"])
+    data.setup("fit")
+    assert all(colours(image) == 2 for image in data.train_set.images)
+    assert all(colours(image) > 30 for image in data.test_set.images)
+
+
 @pytest.mark.parametrize("style", list(STYLES))
 def test_every_style_draws_each_object_in_its_colour_on_a_darker_background(style):
     rng = random.Random(0)

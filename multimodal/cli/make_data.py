@@ -3,7 +3,7 @@
     multimodal make-data mnist data/mnist                 # MNIST-5k as train/ and test/ class folders
     multimodal make-data shape-classes data/shape_classes # single-object shapes-world images
     multimodal make-data shapes data/shapes_pairs         # shapes-world image–caption pairs (CLIP)
-    multimodal make-data shapes data/shapes_styles --styles flat gradient noise outline texture --hold-out-style texture
+    multimodal make-data shapes data/shapes_styles --styles flat gradient noise outline clutter texture --hold-out-style texture
     multimodal make-data speech data/speech               # spoken shapes sentences + digits (espeak-ng)
     multimodal make-data speech data/speech_robust --sources formant kokoro --hold-out-sources klatt --prosody wide
     multimodal make-data spoken-shapes data/spoken_shapes  # shapes-world images with their captions spoken

@@ -108,17 +108,22 @@ class MNISTData(ImageClassificationData):
 
 
 class ShapesData(ImageClassificationData):
-    """Single-object shapes-world images rendered in memory; classes are shapes or colour+shape."""
+    """Single-object shapes-world images rendered in memory; classes are shapes or colour+shape. ``styles``: the
+    drawing styles of the training images (shapes.STYLES); ``test_styles`` those of the test images (default:
+    the same), so that a style held out of training can be scored."""
 
     def __init__(self, target: str = "shape", train_size: int = 4000, test_size: int = 1000, image_size: int = 64,
-                 batch_size: int = 64, num_workers: int = 0, augment: str | ImageAugment | None = None, seed: int = 0):
+                 batch_size: int = 64, num_workers: int = 0, augment: str | ImageAugment | None = None, seed: int = 0,
+                 styles: list[str] = ("flat",), test_styles: list[str] | None = None):
         super().__init__(image_size, 3, batch_size, num_workers, augment, seed)
         self.target, self.train_size, self.test_size = target, train_size, test_size
+        self.styles, self.test_styles = tuple(styles), tuple(test_styles or styles)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
         self.class_names = shape_classes(self.target)
-        train = single_object_dataset(self.train_size, self.seed, "train", self.target, self.image_size)
-        test = single_object_dataset(self.test_size, self.seed + 1, "test", self.target, self.image_size)
+        train = single_object_dataset(self.train_size, self.seed, "train", self.target, self.image_size, self.styles)
+        test = single_object_dataset(self.test_size, self.seed + 1, "test", self.target, self.image_size,
+                                     self.test_styles)
         self.datasets(train, test, test)

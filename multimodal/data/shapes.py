@@ -309,15 +309,21 @@ def shape_classes(target: str) -> list[str]:
     raise ValueError(f"target must be 'shape' or 'color_shape', not {target!r}")
 
 
-def single_object_dataset(n: int, seed: int, split: str, target: str,
-                          image_size: int = 64) -> tuple[list[Image.Image], list[int]]:
+def single_object_dataset(n: int, seed: int, split: str, target: str, image_size: int = 64,
+                          styles: tuple[str, ...] = ("flat",)) -> tuple[list[Image.Image], list[int]]:
     """n single-object images and their labels (indices into shape_classes(target)), the same for the
     same (seed, split); a larger n extends a smaller one. Classes come in shuffled rounds, so every
     class has n // num_classes or one more images. Both splits use every colour-shape pair, held-out
-    ones included: classifying objects is not about composition, only the contrastive captions are."""
+    ones included: classifying objects is not about composition, only the contrastive captions are.
+    Each image is drawn in one of ``styles`` (STYLES) at random; with one style there is no such draw, so
+    flat images are those of before styles."""
     _check_split(split)
+    unknown = [s for s in styles if s not in STYLES]
+    if unknown or not styles:
+        raise ValueError(f"unknown drawing style(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(STYLES)}")
     names = shape_classes(target)
     rng = random.Random(f"single-object:{split}:{seed}")  # train and test differ even for one seed
+    pick = random.Random(f"single-object-styles:{split}:{seed}")
     images, labels, order = [], [], []
     for _ in range(n):
         if not order:
@@ -325,6 +331,7 @@ def single_object_dataset(n: int, seed: int, split: str, target: str,
         label = order.pop()
         name = names[label]
         pair = (rng.choice(list(COLORS)), name) if target == "shape" else tuple(name.split(" "))
-        images.append(render(Scene((sample_object(rng, split, pair),)), rng, image_size))
+        style = pick.choice(styles) if len(styles) > 1 else styles[0]
+        images.append(render(Scene((sample_object(rng, split, pair),)), rng, image_size, style))
         labels.append(label)
     return images, labels
