@@ -17,7 +17,6 @@ from multimodal import pretrained
 from multimodal.cli import models as models_command
 from multimodal.data.export import mnist_folders
 from multimodal.data.pairs import write_shape_pairs
-from multimodal.data.shapes import STYLES
 from multimodal.data.speech_synth import make_speech_manifest
 
 SHIPPED = {"mnist-vit": "Classifier", "shapes-asr": "SpeechToText", "shapes-clip": "CLIP",
@@ -31,7 +30,6 @@ def zero_shot_margin(accuracy: float, images: int) -> float:
     return 4 * math.sqrt(accuracy * (1 - accuracy) / images)
 
 
-EVAL_STYLES = tuple(s for s in STYLES if s != "clutter")  # the registry's: clutter is a training background only
 RECALL_MARGIN = 0.05  # 200 new scenes against the registry's 1,000 (fewer rivals per query, so an easier test)
 
 
@@ -70,7 +68,7 @@ def test_shapes_asr_scores_its_figure_on_new_clips_of_held_out_voices(tmp_path):
 
 def test_shapes_clip_scores_its_figures_on_new_scenes_in_the_styles_it_saw_and_the_one_it_did_not(tmp_path):
     write_shape_pairs(tmp_path, train_size=0, test_size=0, seed=2, retrieval_size=200, zero_shot_per_class=10,
-                      styles=EVAL_STYLES, hold_out_style="texture", quiet=True)
+                      styles=models_command.EVAL_STYLES, hold_out_style="texture", quiet=True)
     scores = pretrained.registry()["shapes-clip"]["scores"]
     for folder, suffix in [(tmp_path, ""), (tmp_path / "texture", "_texture")]:
         zero = folder / "zero_shot"

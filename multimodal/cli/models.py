@@ -98,9 +98,9 @@ class Build:
     tolerance: float  # half precision ships when every score is within this of float32's
 
 
-# the evaluation draws the styles of the scene as such; clutter is a training background only
-EVAL_STYLES = ["--styles", "flat", "gradient", "noise", "outline", "texture", "--hold-out-style", "texture"]
-TRAIN_STYLES = ["--styles", "flat", "gradient", "noise", "outline", "clutter", "texture", "--hold-out-style", "texture"]
+# the evaluation draws the scene's own styles; clutter is a training background only
+EVAL_STYLES = ("flat", "gradient", "noise", "outline", "texture")
+TRAIN_STYLES = ("flat", "gradient", "noise", "outline", "clutter", "texture")
 BUILDS = {
     "mnist-vit": Build(
         "configs/vit_mnist.yaml", "runs/vit_mnist/checkpoints/last.ckpt", [["make-data", "mnist", "data/mnist"]],
@@ -113,9 +113,11 @@ BUILDS = {
         "seed 0's)", speech_scores, False, 0.002),
     "shapes-clip": Build(
         "configs/clip_shapes_cpu.yaml", "runs/clip_shapes_cpu/checkpoints/last.ckpt",
-        [["make-data", "shapes", "data/shapes_styles", "--train-size", "32000", *TRAIN_STYLES],
+        [["make-data", "shapes", "data/shapes_styles", "--train-size", "32000", "--styles", *TRAIN_STYLES,
+          "--hold-out-style", "texture"],
          ["make-data", "shapes", "data/shapes_eval", "--train-size", "100", "--test-size", "100", "--retrieval-size",
-          "1000", "--zero-shot-per-class", "60", "--seed", "1", *EVAL_STYLES]],
+          "1000", "--zero-shot-per-class", "60", "--seed", "1", "--styles", *EVAL_STYLES,
+          "--hold-out-style", "texture"]],
         "shapes-world scenes drawn with seed 1 (training used seed 0): 2,880 zero-shot images (60 per colour+shape "
         "class, 360 of the 6 pairs never in training) and 1,000 distinct two-object scenes for retrieval, in the "
         "four training styles; and as many in the texture style, never drawn in training (scores suffixed _texture)",

@@ -36,8 +36,9 @@ from multimodal.data.shapes import (
     HELD_OUT_PAIRS,
     RELATIONS,
     SHAPES,
-    STYLES,
     Scene,
+    check_styles,
+    pick_style,
     render,
     sample_object,
     sample_scene,
@@ -284,9 +285,7 @@ def write_shape_pairs(out: str | Path, train_size: int = 10000, test_size: int =
         raise ValueError(f"retrieval_size {retrieval_size} exceeds the {DISTINCT_SCENES} distinct two-object scenes")
     if not 0 <= gray_fraction <= 1:
         raise ValueError(f"gray_fraction {gray_fraction} is not a share between 0 and 1")
-    unknown = [s for s in styles if s not in STYLES]
-    if unknown or not styles:
-        raise ValueError(f"unknown drawing style(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(STYLES)}")
+    check_styles(styles)
     if hold_out_style is not None and hold_out_style not in styles:
         raise ValueError(f"the held-out style {hold_out_style!r} is not one of the styles {', '.join(styles)}")
     seen = tuple(s for s in dict.fromkeys(styles) if s != hold_out_style)
@@ -318,8 +317,7 @@ def write_shape_pairs(out: str | Path, train_size: int = 10000, test_size: int =
                     if split == "train":
                         assert all((o.color, o.shape) not in HELD_OUT_PAIRS for o in member.objects)
                     file = f"images/{name}_{i:05d}.png"
-                    look = pick.choice(looks) if len(looks) > 1 else looks[0]
-                    image, color = render(member, rng, image_size, look), True
+                    image, color = render(member, rng, image_size, pick_style(pick, looks)), True
                     if (gray_fraction > 0 and len(member.objects) == 1 and member.objects[0].color not in ACHROMATIC
                             and rng.random() < gray_fraction):
                         image, color = ImageOps.grayscale(image).convert("RGB"), False
@@ -336,8 +334,7 @@ def write_shape_pairs(out: str | Path, train_size: int = 10000, test_size: int =
         rng, pick = random.Random(f"pairs:{name}:{seed}"), random.Random(f"styles:{name}:{seed}")
 
         def draw(pair: tuple[str, str], file: Path) -> None:
-            look = pick.choice(looks) if len(looks) > 1 else looks[0]
-            render(Scene((sample_object(rng, "test", pair),)), rng, image_size, look).save(file)
+            render(Scene((sample_object(rng, "test", pair),)), rng, image_size, pick_style(pick, looks)).save(file)
 
         zero = root / "zero_shot"
         prefix = str(zero.relative_to(out))

@@ -278,6 +278,18 @@ def _layout(scene: Scene, rng: random.Random, image_size: int) -> list[tuple[Sha
     return [(obj, cx, cy, side) for obj, (cx, cy) in zip(scene.objects, _pair_centres(rng, scene.relation, side, image_size))]
 
 
+def check_styles(styles: tuple[str, ...]) -> None:
+    unknown = [s for s in styles if s not in STYLES]
+    if unknown or not styles:
+        raise ValueError(f"unknown drawing style(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(STYLES)}")
+
+
+def pick_style(rng: random.Random, styles: tuple[str, ...]) -> str:
+    """One of ``styles`` at random; with one style nothing is drawn, so a one-style data set keeps the random
+    stream, and so the images, of before styles."""
+    return rng.choice(styles) if len(styles) > 1 else styles[0]
+
+
 def render(scene: Scene, rng: random.Random, image_size: int = 64, style: str = "flat") -> Image.Image:
     """An RGB image of the scene in one of STYLES; "flat" is a random dark uniform background with the objects
     filled, without anti-aliasing."""
@@ -318,9 +330,7 @@ def single_object_dataset(n: int, seed: int, split: str, target: str, image_size
     Each image is drawn in one of ``styles`` (STYLES) at random; with one style there is no such draw, so
     flat images are those of before styles."""
     _check_split(split)
-    unknown = [s for s in styles if s not in STYLES]
-    if unknown or not styles:
-        raise ValueError(f"unknown drawing style(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(STYLES)}")
+    check_styles(styles)
     names = shape_classes(target)
     rng = random.Random(f"single-object:{split}:{seed}")  # train and test differ even for one seed
     pick = random.Random(f"single-object-styles:{split}:{seed}")
@@ -331,7 +341,6 @@ def single_object_dataset(n: int, seed: int, split: str, target: str, image_size
         label = order.pop()
         name = names[label]
         pair = (rng.choice(list(COLORS)), name) if target == "shape" else tuple(name.split(" "))
-        style = pick.choice(styles) if len(styles) > 1 else styles[0]
-        images.append(render(Scene((sample_object(rng, split, pair),)), rng, image_size, style))
+        images.append(render(Scene((sample_object(rng, split, pair),)), rng, image_size, pick_style(pick, styles)))
         labels.append(label)
     return images, labels
