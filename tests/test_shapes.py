@@ -162,6 +162,8 @@ def test_single_object_images_come_in_the_styles_asked():
     assert all(colours(image) > 30 for image in styled)
     with pytest.raises(ValueError, match="unknown drawing style"):
         single_object_dataset(1, 0, "train", "shape", styles=("cubist",))
+    with pytest.raises(ValueError, match="unknown drawing style"):
+        ShapesData(test_styles=["cubist"])  # refused when the recipe is read, not at setup
     data = ShapesData(train_size=6, test_size=6, image_size=32, styles=["flat"], test_styles=["noise"])
     data.setup("fit")
     assert all(colours(image) == 2 for image in data.train_set.images)

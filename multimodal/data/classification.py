@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from multimodal.data.image_augment import ImageAugment
 from multimodal.data.images import EvalTransform, ImageDataset, scan_class_folders, train_transform
-from multimodal.data.shapes import shape_classes, single_object_dataset
+from multimodal.data.shapes import check_styles, shape_classes, single_object_dataset
 
 
 class ImageClassificationData(L.LightningDataModule):
@@ -118,6 +118,8 @@ class ShapesData(ImageClassificationData):
         super().__init__(image_size, 3, batch_size, num_workers, augment, seed)
         self.target, self.train_size, self.test_size = target, train_size, test_size
         self.styles, self.test_styles = tuple(styles), tuple(test_styles or styles)
+        for looks in (self.styles, self.test_styles):  # a recipe's mistake, named before anything is drawn
+            check_styles(looks)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
