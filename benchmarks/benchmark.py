@@ -9,7 +9,8 @@
                                                       # openai-whisper (greedy, beam 5), as their users run them
     python benchmarks/benchmark.py --task attention --plot attention.png
                                                       # full vs local vs linformer attention, 1k-32k tokens
-Without a GPU it runs small CPU sizes and says so in the output ("device" and "sizes").
+Without a GPU it runs small CPU sizes and says so in the output ("device" and "sizes"), and measures each model
+of a pair three times, alternating with the other (``--repeats``): the median counts.
 
 Timing: warm-up steps excluded, torch.cuda.synchronize around the timed loop, bf16 autocast and fused
 AdamW on a GPU (fp32 and plain AdamW on a CPU; ``--precision bf16`` autocasts there too, as a recipe's
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import json
 import sys
@@ -50,6 +52,7 @@ class Setting:
     warmup: int
     compile: bool
     bf16: bool
+    repeats: int = 1  # measurements of each model, alternated with the other's; the median counts
 
     @property
     def autocast(self):
@@ -143,9 +146,21 @@ def versus(setting: Setting, name: str, ours: Callable[[], dict], reference: Cal
                 raise
             return {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"}
 
-    rows = {"ours": attempt(ours), name: attempt(reference)}
+    runs = {"ours": [], name: []}
+    for _ in range(setting.repeats):  # alternated, so that a slow spell of a shared machine falls on both
+        runs["ours"].append(attempt(ours))
+        runs[name].append(attempt(reference))
+    rows = {side: median_run(r, key) for side, r in runs.items()}
     ok = key in rows["ours"] and key in rows[name]
     return {**rows, "ratio_ours_over_reference": rows["ours"][key] / rows[name][key] if ok else None}
+
+
+def median_run(runs: list[dict], key: str) -> dict:
+    """The run of median ``key`` (the lower one of an even count), with every run's ``key`` beside it."""
+    if len(runs) == 1 or not all(key in r for r in runs):
+        return runs[0]
+    ordered = sorted(runs, key=lambda r: r[key])
+    return {**ordered[(len(runs) - 1) // 2], f"{key}_of_each_run": [r[key] for r in runs]}
 
 
 def vit_rows(setting: Setting, image_size: int, size: str) -> dict:
@@ -162,8 +177,11 @@ def vit_rows(setting: Setting, image_size: int, size: str) -> dict:
     images = lambda: (torch.rand(setting.batch, 3, image_size, image_size, device=setting.device),
                       torch.randint(0, 1000, (setting.batch,), device=setting.device))
     loss = lambda model, x, y: F.cross_entropy(model(x), y)
+    # ours standardises inside its forward; timm's model takes standardised images: the same work for both
+    mean, std = ours.mean.to(setting.device), ours.std.to(setting.device)
+    standardized_loss = lambda model, x, y: loss(model, (x - mean) / std, y)
     return versus(setting, "timm", lambda: time_training(ours, images, loss, setting, setting.batch),
-                  lambda: time_training(reference, images, loss, setting, setting.batch))
+                  lambda: time_training(reference, images, standardized_loss, setting, setting.batch))
 
 
 def clip_rows(setting: Setting, size: str) -> dict:
@@ -201,7 +219,8 @@ def clip_rows(setting: Setting, size: str) -> dict:
         text = F.normalize(model.text(tokens, lengths).float(), dim=-1)
         return clip_loss(model.encode_image(images), text, model.scale())
 
-    reference_loss = lambda model, images, tokens, lengths: open_clip.ClipLoss()(*model(images, tokens))
+    mean, std = ours.mean.to(setting.device), ours.std.to(setting.device)  # ours normalises inside encode_image
+    reference_loss = lambda model, images, tokens, lengths: open_clip.ClipLoss()(*model((images - mean) / std, tokens))
     return {"image_size": image_size, "context_length": context, "model": "ViT-B-32" if size == "base" else "tiny",
             **versus(setting, "open_clip", lambda: time_training(ours, batch, ours_loss, setting, setting.batch),
                      lambda: time_training(reference, batch, reference_loss, setting, setting.batch))}
@@ -301,8 +320,8 @@ def asr_rows(train: Setting, decode: Setting, size: str, text_tokens: int, new_t
 
 
 def time_inference(run: Callable[[], object], setting: Setting, items: int) -> dict:
-    """Items/s of ``run()`` (one batch of ``items``) under torch.inference_mode."""
-    with torch.inference_mode():
+    """Items/s of ``run()`` (one batch of ``items``) under torch.inference_mode and the setting's autocast."""
+    with torch.inference_mode(), setting.autocast:
         seconds, _ = measure(run, setting)
     return {"items_per_s": items / seconds, "batch_ms": seconds * 1e3}
 
@@ -310,7 +329,8 @@ def time_inference(run: Callable[[], object], setting: Setting, items: int) -> d
 def inference_rows(setting: Setting, clips: int = 8, new_tokens: int = 24, size: str = "small") -> dict:
     """What a user who only runs models sees, ours against the tool they would otherwise use, each model built
     from the reference's random weights (so both compute the same function: checked) and run as that tool runs it,
-    float32 on this device.
+    float32 on this device (``--precision bf16``: both image rows under the same bf16 autocast; transcription stays
+    float32, the only precision openai-whisper decodes on a CPU).
     image_embedding: OpenCLIP ViT-B-32 ``encode_image`` against our CLIP's, 224 px, normalisation included.
     vit_classification: timm ``vit_small_patch16_224`` forward against our Classifier's, 224 px, standardisation
     included.
@@ -415,7 +435,9 @@ def inference_rows(setting: Setting, clips: int = 8, new_tokens: int = 24, size:
     rows["transcription"] = {"model": f"Whisper, {layers} + {layers} layers, {width} wide, random weights", "clips": clips,
                              "seconds_of_audio": round(sum(len(w) for w in waves) / 16_000, 1),
                              "new_tokens_per_clip": new_tokens, "max_encoder_difference": encoder_difference,
-                             "greedy_tokens_identical_on_30s_mel": same}
+                             "greedy_tokens_identical_on_30s_mel": same, "precision": "fp32"}
+    # openai-whisper decodes float32 or float16 features only (bf16 autocast makes its DecodingTask fail)
+    setting = dataclasses.replace(setting, bf16=False)
     timed = lambda decode, beam: time_inference(lambda: decode(beam), setting, clips)
     for beam in (1, 5):
         pair = versus(setting, "openai_whisper", functools.partial(timed, ours_own_length, beam),
@@ -501,6 +523,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="autocast to bf16 or not, both models alike (default: bf16 on a GPU, fp32 on a CPU)")
     parser.add_argument("--batch", type=positive, default=None,
                         help="batch of the vit / clip / asr training rows (default: 256 / 512 / 64 on GPU, 4 / 4 / 2 on CPU)")
+    parser.add_argument("--repeats", type=positive, default=None,
+                        help="measure each model this many times, alternating with its reference, and report the "
+                             "median (default: 3 on a CPU, whose shared cores drift, 1 on a GPU)")
     parser.add_argument("--json", action="store_true", help="JSON only (it is always printed; this drops the notes)")
     parser.add_argument("--plot", metavar="PNG", help="with --task attention or all: time and memory against length")
     args = parser.parse_args(argv)
@@ -513,9 +538,10 @@ def main(argv: list[str] | None = None) -> int:
     gpu = dev.type == "cuda"
     steps = args.steps or (20 if gpu else 10)
     bf16 = (args.precision or ("bf16" if gpu else "fp32")) == "bf16"
-    setting = functools.partial(Setting, dev, steps=steps, compile=args.compile, bf16=bf16)
+    repeats = args.repeats or (1 if gpu else 3)
+    setting = functools.partial(Setting, dev, steps=steps, compile=args.compile, bf16=bf16, repeats=repeats)
     report = {"device": torch.cuda.get_device_name(dev) if gpu else "cpu", "torch": torch.__version__,
-              "compile": args.compile, "precision": "bf16 autocast" if bf16 else "fp32",
+              "compile": args.compile, "precision": "bf16 autocast" if bf16 else "fp32", "repeats": repeats,
               "sizes": "full" if gpu else "small CPU sizes (no GPU found)", "results": {}}
     if args.task in ("vit", "all"):
         vit = setting(batch=args.batch or (256 if gpu else 4), warmup=5 if gpu else 1)

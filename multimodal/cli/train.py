@@ -17,10 +17,12 @@ import importlib
 import sys
 
 import lightning as L
+import torch
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
 from multimodal.errors import InputError
 from multimodal.inference.common import CHECKPOINT_HELP, script_main
@@ -95,7 +97,22 @@ class CLI(LightningCLI):
         plugins = [] if plugins is None else list(plugins) if isinstance(plugins, list) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             plugins.append(SafeCheckpointIO())
-        return super().instantiate_trainer(**{"plugins": plugins, **kwargs})
+        trainer = self._get(self.config_init, "trainer", default={})
+        precision = cpu_precision(trainer.get("precision"), trainer.get("accelerator", "auto"))
+        return super().instantiate_trainer(**{"plugins": plugins, "precision": precision, **kwargs})
+
+
+def cpu_precision(precision, accelerator) -> str | int | None:
+    """The recipe's precision, except bf16 on a CPU that has no bf16 matrix instructions (AVX-512 BF16 or AMX):
+    there PyTorch emulates bf16 matrix products, about 8x slower than float32 ones (an AVX2 EPYC, torch 2.11), so
+    the run trains in float32 and says so. A CPU recipe may then ask for bf16-mixed, which pays where AMX is."""
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()
+                                      and not torch.backends.mps.is_available())
+    if on_cpu and str(precision).startswith("bf16") and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        rank_zero_warn(f"this CPU has no bf16 matrix instructions (AVX-512 BF16 or AMX): precision {precision} would "
+                       "run several times slower than float32 here, so this run trains in float32")
+        return "32-true"
+    return precision
 
 
 def _checkpoint_folders(config) -> list[str]:
