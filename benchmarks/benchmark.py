@@ -163,6 +163,13 @@ def median_run(runs: list[dict], key: str) -> dict:
     return {**ordered[(len(runs) - 1) // 2], f"{key}_of_each_run": [r[key] for r in runs]}
 
 
+def normalised_as(model: nn.Module, device: torch.device) -> Callable[[Tensor], Tensor]:
+    """The input normalisation ``model`` applies inside its forward, for a reference that takes normalised images
+    (timm, OpenCLIP): both sides then do the same work from the same raw images."""
+    mean, std = model.mean.to(device), model.std.to(device)
+    return lambda x: (x - mean) / std
+
+
 def vit_rows(setting: Setting, image_size: int, size: str) -> dict:
     """Our Classifier (ViT + linear head) against timm's VisionTransformer of the same shape."""
     import timm
@@ -177,9 +184,8 @@ def vit_rows(setting: Setting, image_size: int, size: str) -> dict:
     images = lambda: (torch.rand(setting.batch, 3, image_size, image_size, device=setting.device),
                       torch.randint(0, 1000, (setting.batch,), device=setting.device))
     loss = lambda model, x, y: F.cross_entropy(model(x), y)
-    # ours standardises inside its forward; timm's model takes standardised images: the same work for both
-    mean, std = ours.mean.to(setting.device), ours.std.to(setting.device)
-    standardized_loss = lambda model, x, y: loss(model, (x - mean) / std, y)
+    standardized = normalised_as(ours, setting.device)
+    standardized_loss = lambda model, x, y: loss(model, standardized(x), y)
     return versus(setting, "timm", lambda: time_training(ours, images, loss, setting, setting.batch),
                   lambda: time_training(reference, images, standardized_loss, setting, setting.batch))
 
@@ -219,8 +225,8 @@ def clip_rows(setting: Setting, size: str) -> dict:
         text = F.normalize(model.text(tokens, lengths).float(), dim=-1)
         return clip_loss(model.encode_image(images), text, model.scale())
 
-    mean, std = ours.mean.to(setting.device), ours.std.to(setting.device)  # ours normalises inside encode_image
-    reference_loss = lambda model, images, tokens, lengths: open_clip.ClipLoss()(*model((images - mean) / std, tokens))
+    normalized = normalised_as(ours, setting.device)
+    reference_loss = lambda model, images, tokens, lengths: open_clip.ClipLoss()(*model(normalized(images), tokens))
     return {"image_size": image_size, "context_length": context, "model": "ViT-B-32" if size == "base" else "tiny",
             **versus(setting, "open_clip", lambda: time_training(ours, batch, ours_loss, setting, setting.batch),
                      lambda: time_training(reference, batch, reference_loss, setting, setting.batch))}
@@ -361,8 +367,7 @@ def inference_rows(setting: Setting, clips: int = 8, new_tokens: int = 24, size:
         reference = open_clip.create_model("ViT-B-32")
     reference.to(dev).eval()
     ours = load_open_clip("open_clip ViT-B-32", activation="gelu", state=reference.state_dict()).to(dev)
-    mean, std = torch.tensor(open_clip.OPENAI_DATASET_MEAN, device=dev), torch.tensor(open_clip.OPENAI_DATASET_STD, device=dev)
-    normalized = lambda x: (x - mean[:, None, None]) / std[:, None, None]
+    normalized = normalised_as(ours, dev)  # OpenAI's mean and std, as the converted model holds them
     with torch.inference_mode():
         agree = F.cosine_similarity(ours.encode_image(images), reference.encode_image(normalized(images), normalize=True))
     rows["image_embedding"] = {"model": "tiny" if tiny else "ViT-B-32, 224 px", "batch": b,
@@ -376,7 +381,7 @@ def inference_rows(setting: Setting, clips: int = 8, new_tokens: int = 24, size:
     vit = dict(img_size=64, embed_dim=64, depth=2, num_heads=1) if tiny else {}
     reference = timm.create_model("vit_small_patch16_224", pretrained=False, **vit).to(dev).eval()
     ours = load_timm_vit("timm vit_small_patch16_224", state=reference.state_dict()).to(dev).eval()
-    standardized = lambda x: (x - ours.mean) / ours.std  # timm's models take standardized images; ours, [0, 1]
+    standardized = normalised_as(ours, dev)  # timm's models take standardized images; ours, [0, 1]
     with torch.inference_mode():
         difference = (ours(images) - reference(standardized(images))).abs().max().item()
     rows["vit_classification"] = {"model": "tiny" if tiny else "vit_small_patch16_224, 224 px", "batch": b,

@@ -92,12 +92,12 @@ class CLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         """The trainer of the recipe, its checkpoints written and read by SafeCheckpointIO unless the recipe names
-        a CheckpointIO of its own."""
-        plugins = self._get(self.config_init, "trainer", default={}).get("plugins")
+        a CheckpointIO of its own, and in the recipe's precision unless ``cpu_precision`` says float32."""
+        trainer = self._get(self.config_init, "trainer", default={})
+        plugins = trainer.get("plugins")
         plugins = [] if plugins is None else list(plugins) if isinstance(plugins, list) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             plugins.append(SafeCheckpointIO())
-        trainer = self._get(self.config_init, "trainer", default={})
         precision = cpu_precision(trainer.get("precision"), trainer.get("accelerator", "auto"))
         return super().instantiate_trainer(**{"plugins": plugins, "precision": precision, **kwargs})
 
