@@ -94,10 +94,10 @@ def image_text(epochs: int, seconds: int = 120) -> None:
          str(data / "zero_shot/train_pairs"), str(data / "zero_shot/held_out"), tail=3)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clip-epochs", type=int, default=15, help="training epochs of the image–text model")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     start = time.perf_counter()
     pictures = shipped_models()
     image_text(args.clip_epochs)

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, run_script
+from conftest import ROOT, run_main, run_script
 from PIL import Image
 
 from multimodal.data.classification import MNISTData
@@ -93,9 +93,10 @@ def test_checkpoint_runs_alone_and_classifies_a_labelled_folder(tiny_classifier,
 
 
 def test_test_command_writes_confusion_matrix(tiny_classifier, shape_folders, tmp_path):
-    run_script("train", "test", "--config", ROOT / "configs/tiny/vit_folder.yaml", "--data.init_args.root",
-               shape_folders / "test", "--ckpt_path", tiny_classifier, "--trainer.enable_progress_bar", "false",
-               cwd=tmp_path)
+    status, _, err = run_main("train", "test", "--config", ROOT / "configs/tiny/vit_folder.yaml",
+                              "--data.init_args.root", shape_folders / "test", "--ckpt_path", tiny_classifier,
+                              "--trainer.enable_progress_bar", "false", cwd=tmp_path)
+    assert not status, err
     png = next(tmp_path.rglob("confusion_matrix.png"))
     assert Image.open(png).size[0] > 100
 
@@ -108,11 +109,11 @@ def test_classify_reports_bad_input_without_traceback(tiny_classifier, tmp_path)
 
     for args, message in [((tmp_path / "missing.ckpt", tmp_path), "missing.ckpt: no such checkpoint"),
                           ((tiny_classifier, tmp_path / "nowhere"), "nowhere: no such file or folder")]:
-        result = run_script("classify", "--checkpoint", *args, check=False)
-        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+        status, _, err = run_main("classify", "--checkpoint", *args)
+        assert status == 2 and message in err and "Traceback" not in err
     (tmp_path / "empty").mkdir()
-    result = run_script("classify", "--checkpoint", tiny_classifier, tmp_path / "empty", check=False)
-    assert result.returncode == 2 and "no image files" in result.stderr
+    status, _, err = run_main("classify", "--checkpoint", tiny_classifier, tmp_path / "empty")
+    assert status == 2 and "no image files" in err
 
 
 def test_checkpoints_of_another_task_or_format_are_refused(tmp_path):

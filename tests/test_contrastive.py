@@ -242,8 +242,8 @@ def trained(tmp_path_factory):
     """make_data shapes (tiny) -> train.py fit with the tiny recipe (about half a minute on 2 cores)."""
     work = tmp_path_factory.mktemp("clip")
     data = work / "data/shapes_pairs"
-    run_script("make_data", "shapes", data, "--train-size", 400, "--test-size", 32, "--retrieval-size", 24,
-               "--zero-shot-per-class", 2, "--image-size", 32)
+    assert run_main("make_data", "shapes", data, "--train-size", 400, "--test-size", 32, "--retrieval-size", 24,
+                    "--zero-shot-per-class", 2, "--image-size", 32)[0] == 0
     run_script("train", "fit", "--config", ROOT / "configs/tiny/clip_tiny.yaml", "--trainer.enable_progress_bar",
                "false", cwd=work)
     return work / "runs/tiny_clip/checkpoints/last.ckpt", data
@@ -318,8 +318,8 @@ def test_retrieval_scenes_are_distinct(tmp_path):
                                              (("--styles", "noise", "--hold-out-style", "noise"),
                                               "holding out 'noise' leaves no style to train on")])
 def test_make_data_refuses_sizes_the_shapes_world_cannot_give(tmp_path, option, message):
-    result = run_script("make_data", "shapes", tmp_path / "out", *option, check=False)
-    assert result.returncode == 2 and f"error: {message}" in result.stderr and "Traceback" not in result.stderr
+    status, _, err = run_main("make_data", "shapes", tmp_path / "out", *option)
+    assert status == 2 and f"error: {message}" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
 
 
@@ -352,16 +352,16 @@ def test_resuming_goes_on_with_the_same_captions_and_refuses_changed_ones(traine
     assert torch.load(last, weights_only=True)["epoch"] == 3
 
     shutil.copy(ckpt, last)
-    result = run_script("train", *resume, "--data.init_args.train", fewer, cwd=tmp_path, check=False)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "last.ckpt: this checkpoint's tokenizer is not the one built from the training data now" in result.stderr
+    status, _, err = run_main("train", *resume, "--data.init_args.train", fewer, cwd=tmp_path)
+    assert status == 2 and "Traceback" not in err
+    assert "last.ckpt: this checkpoint's tokenizer is not the one built from the training data now" in err
 
 
 def test_train_reports_a_missing_data_file_without_traceback(tmp_path):
-    result = run_script("train", "fit", "--config", ROOT / "configs/tiny/clip_tiny.yaml", "--data.init_args.train",
-                        tmp_path / "missing.jsonl", check=False)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert f"error: {tmp_path / 'missing.jsonl'}: no such pairs file" in result.stderr
+    status, _, err = run_main("train", "fit", "--config", ROOT / "configs/tiny/clip_tiny.yaml",
+                              "--data.init_args.train", tmp_path / "missing.jsonl")
+    assert status == 2 and "Traceback" not in err
+    assert f"error: {tmp_path / 'missing.jsonl'}: no such pairs file" in err
 
 
 def test_text_longer_than_the_context_is_cut_with_a_warning(trained):

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, run_script
+from conftest import ROOT, run_main
 
 SCRIPTS = sorted(p.stem for p in (ROOT / "scripts").glob("*.py"))
 BENCHMARK = ROOT / "benchmarks" / "benchmark.py"  # beside the package, not in it (like timm's benchmark.py)
@@ -30,9 +30,9 @@ def load_benchmark():
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
-def test_every_script_has_help(name):
-    out = run_script(name, "--help").stdout
-    assert "usage" in out.lower() and len(out) > 100
+def test_every_script_has_help(name):  # in this process: other tests run each script as its own
+    status, out, _ = run_main(name, "--help")
+    assert status == 0 and "usage" in out.lower() and len(out) > 100
 
 
 def test_benchmark_has_help():
@@ -123,11 +123,11 @@ def ttq():
     return module
 
 
-def test_time_to_quality_stops_at_the_target_and_reports_a_miss(ttq, tmp_path, monkeypatch):
+def test_time_to_quality_stops_at_the_target_and_reports_a_miss(ttq, shape_folders, tmp_path, monkeypatch):
     (tmp_path / "configs/tiny").mkdir(parents=True)
     (tmp_path / "configs/tiny/vit_folder.yaml").write_text((ROOT / "configs/tiny/vit_folder.yaml").read_text())
-    run_script("make_data", "shape-classes", tmp_path / "data/shape_classes", "--train-size", 96, "--test-size", 24,
-               "--image-size", 32)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/shape_classes").symlink_to(shape_folders)
     monkeypatch.setattr(ttq, "ROOT", tmp_path)
     tested = []
     for name, target in (("easy", 0.0), ("impossible", 1.01)):
@@ -147,8 +147,8 @@ def test_time_to_quality_validates_a_clip_on_its_targets_draw(ttq, tmp_path, mon
     """The CLIP's targets are measured by the CLIPTargets callback on a draw of its own, written first."""
     (tmp_path / "configs/tiny").mkdir(parents=True)
     (tmp_path / "configs/tiny/clip_tiny.yaml").write_text((ROOT / "configs/tiny/clip_tiny.yaml").read_text())
-    run_script("make_data", "shapes", tmp_path / "data/shapes_pairs", "--train-size", 64, "--test-size", 16,
-               "--retrieval-size", 8, "--zero-shot-per-class", 1, "--image-size", 32)
+    assert run_main("make_data", "shapes", tmp_path / "data/shapes_pairs", "--train-size", 64, "--test-size", 16,
+                    "--retrieval-size", 8, "--zero-shot-per-class", 1, "--image-size", 32)[0] == 0
     monkeypatch.setattr(ttq, "ROOT", tmp_path)
     validation = ("make-data", "shapes", str(tmp_path / "data/shapes_val"), "--train-size", "0", "--test-size", "0",
                   "--retrieval-size", "8", "--zero-shot-per-class", "1", "--image-size", "32", "--seed", "3")
