@@ -7,6 +7,7 @@
                                                       # beam-5 decoding (batch 16) vs transformers
     python benchmarks/benchmark.py --task inference   # image embedding vs OpenCLIP, ViT vs timm, transcription vs
                                                       # openai-whisper (greedy, beam 5), as their users run them
+    python benchmarks/benchmark.py --task inference --precision int8   # ours with int8 linear layers
     python benchmarks/benchmark.py --task attention --plot attention.png
                                                       # full vs local vs linformer attention, 1k-32k tokens
 Without a GPU it runs small CPU sizes and says so in the output ("device" and "sizes"), and measures each model
@@ -53,6 +54,7 @@ class Setting:
     compile: bool
     bf16: bool
     repeats: int = 1  # measurements of each model, alternated with the other's; the median counts
+    int8: bool = False  # inference rows: ours with its linear layers in int8 (quantize_int8), on the CPU
 
     @property
     def autocast(self):
@@ -336,7 +338,9 @@ def inference_rows(setting: Setting, clips: int = 8, new_tokens: int = 24, size:
     """What a user who only runs models sees, ours against the tool they would otherwise use, each model built
     from the reference's random weights (so both compute the same function: checked) and run as that tool runs it,
     float32 on this device (``--precision bf16``: both image rows under the same bf16 autocast; transcription stays
-    float32, the only precision openai-whisper decodes on a CPU).
+    float32, the only precision openai-whisper decodes on a CPU; ``--precision int8``: ours quantized by
+    ``quantize_int8``, against the float32 reference as its users run it and, for the image rows, against the
+    reference quantized the same way, "against_NAME_int8").
     image_embedding: OpenCLIP ViT-B-32 ``encode_image`` against our CLIP's, 224 px, normalisation included.
     vit_classification: timm ``vit_small_patch16_224`` forward against our Classifier's, 224 px, standardisation
     included.
@@ -355,8 +359,19 @@ def inference_rows(setting: Setting, clips: int = 8, new_tokens: int = 24, size:
     from multimodal.interop.open_clip import load_open_clip
     from multimodal.interop.timm import load_timm_vit
     from multimodal.interop.whisper import load_whisper
+    from multimodal.nn.quantize import quantize_int8
 
     rows, dev, b, tiny = {}, setting.device, setting.batch, size == "tiny"
+    quantized = quantize_int8 if setting.int8 else (lambda model: model)
+
+    def against(name: str, ours_row: Callable[[], dict], reference: nn.Module,
+                reference_row: Callable[[nn.Module], dict]) -> dict:
+        pair = versus(setting, name, ours_row, lambda: reference_row(reference), key="items_per_s")
+        if setting.int8:
+            reference = quantize_int8(reference)
+            pair[f"against_{name}_int8"] = versus(setting, f"{name}_int8", ours_row, lambda: reference_row(reference),
+                                                  key="items_per_s")
+        return pair
     image_size = 64 if tiny else 224
     images = torch.rand(b, 3, image_size, image_size, device=dev)
 
@@ -366,35 +381,34 @@ def inference_rows(setting: Setting, clips: int = 8, new_tokens: int = 24, size:
     else:
         reference = open_clip.create_model("ViT-B-32")
     reference.to(dev).eval()
-    ours = load_open_clip("open_clip ViT-B-32", activation="gelu", state=reference.state_dict()).to(dev)
+    ours = quantized(load_open_clip("open_clip ViT-B-32", activation="gelu", state=reference.state_dict()).to(dev))
     normalized = normalised_as(ours, dev)  # OpenAI's mean and std, as the converted model holds them
     with torch.inference_mode():
         agree = F.cosine_similarity(ours.encode_image(images), reference.encode_image(normalized(images), normalize=True))
     rows["image_embedding"] = {"model": "tiny" if tiny else "ViT-B-32, 224 px", "batch": b,
                                "min_cosine_ours_vs_reference": agree.min().item(),
-                               **versus(setting, "open_clip",
-                                        lambda: time_inference(lambda: ours.encode_image(images), setting, b),
-                                        lambda: time_inference(lambda: reference.encode_image(normalized(images),
-                                                                                              normalize=True), setting, b),
-                                        key="items_per_s")}
+                               **against("open_clip", lambda: time_inference(lambda: ours.encode_image(images), setting, b),
+                                         reference, lambda model: time_inference(
+                                             lambda: model.encode_image(normalized(images), normalize=True), setting, b))}
 
     vit = dict(img_size=64, embed_dim=64, depth=2, num_heads=1) if tiny else {}
     reference = timm.create_model("vit_small_patch16_224", pretrained=False, **vit).to(dev).eval()
-    ours = load_timm_vit("timm vit_small_patch16_224", state=reference.state_dict()).to(dev).eval()
+    ours = quantized(load_timm_vit("timm vit_small_patch16_224", state=reference.state_dict()).to(dev).eval())
     standardized = normalised_as(ours, dev)  # timm's models take standardized images; ours, [0, 1]
     with torch.inference_mode():
         difference = (ours(images) - reference(standardized(images))).abs().max().item()
     rows["vit_classification"] = {"model": "tiny" if tiny else "vit_small_patch16_224, 224 px", "batch": b,
                                   "max_logit_difference": difference,
-                                  **versus(setting, "timm", lambda: time_inference(lambda: ours(images), setting, b),
-                                           lambda: time_inference(lambda: reference(standardized(images)), setting, b),
-                                           key="items_per_s")}
+                                  **against("timm", lambda: time_inference(lambda: ours(images), setting, b), reference,
+                                            lambda model: time_inference(lambda: model(standardized(images)), setting, b))}
 
     width, layers = (64, 1) if tiny else (384, 4)
     reference = whisper.model.Whisper(whisper.model.ModelDimensions(
         n_mels=80, n_audio_ctx=1500, n_audio_state=width, n_audio_head=width // 64, n_audio_layer=layers,
         n_vocab=51865, n_text_ctx=448, n_text_state=width, n_text_head=width // 64, n_text_layer=layers)).to(dev).eval()
-    ours = load_whisper("openai-whisper tiny-sized", state=reference.state_dict()).to(dev)
+    with torch.no_grad():  # openai-whisper leaves it torch.empty for its checkpoints to fill: NaN at times
+        reference.decoder.positional_embedding.normal_(std=0.01)
+    ours = quantized(load_whisper("openai-whisper tiny-sized", state=reference.state_dict()).to(dev))
     tokenizer = whisper.tokenizer.get_tokenizer(True, language="en", task="transcribe")
     suppressed = torch.tensor([tokenizer.eot, tokenizer.transcribe, tokenizer.translate, tokenizer.sot,
                                tokenizer.sot_prev, tokenizer.sot_lm, tokenizer.no_speech], device=dev)
@@ -440,7 +454,8 @@ def inference_rows(setting: Setting, clips: int = 8, new_tokens: int = 24, size:
     rows["transcription"] = {"model": f"Whisper, {layers} + {layers} layers, {width} wide, random weights", "clips": clips,
                              "seconds_of_audio": round(sum(len(w) for w in waves) / 16_000, 1),
                              "new_tokens_per_clip": new_tokens, "max_encoder_difference": encoder_difference,
-                             "greedy_tokens_identical_on_30s_mel": same, "precision": "fp32"}
+                             "greedy_tokens_identical_on_30s_mel": same,
+                             "precision": "ours int8, openai-whisper fp32" if setting.int8 else "fp32"}
     # openai-whisper decodes float32 or float16 features only (bf16 autocast makes its DecodingTask fail)
     setting = dataclasses.replace(setting, bf16=False)
     timed = lambda decode, beam: time_inference(lambda: decode(beam), setting, clips)
@@ -524,8 +539,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="torch.compile both our model and the reference")
     parser.add_argument("--steps", type=positive, default=None, help="timed steps (default: 20 on GPU, 10 on CPU)")
     parser.add_argument("--device", type=device_name, default=None)
-    parser.add_argument("--precision", choices=["bf16", "fp32"], default=None,
-                        help="autocast to bf16 or not, both models alike (default: bf16 on a GPU, fp32 on a CPU)")
+    parser.add_argument("--precision", choices=["bf16", "fp32", "int8"], default=None,
+                        help="autocast to bf16 or not, both models alike (default: bf16 on a GPU, fp32 on a CPU); int8: "
+                             "the inference rows with ours quantized (quantize_int8), on a CPU")
     parser.add_argument("--batch", type=positive, default=None,
                         help="batch of the vit / clip / asr training rows (default: 256 / 512 / 64 on GPU, 4 / 4 / 2 on CPU)")
     parser.add_argument("--repeats", type=positive, default=None,
@@ -539,14 +555,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:
         output_file(args.plot)  # before minutes of measuring
 
-    dev = device(args.device)
+    dev = device(args.device, args.precision == "int8")
     gpu = dev.type == "cuda"
+    if args.precision == "int8" and (args.task != "inference" or dev.type != "cpu"):
+        parser.error("--precision int8 measures CPU inference: use it with --task inference, on the CPU")
     steps = args.steps or (20 if gpu else 10)
     bf16 = (args.precision or ("bf16" if gpu else "fp32")) == "bf16"
     repeats = args.repeats or (1 if gpu else 3)
-    setting = functools.partial(Setting, dev, steps=steps, compile=args.compile, bf16=bf16, repeats=repeats)
+    setting = functools.partial(Setting, dev, steps=steps, compile=args.compile, bf16=bf16, repeats=repeats,
+                                int8=args.precision == "int8")
     report = {"device": torch.cuda.get_device_name(dev) if gpu else "cpu", "torch": torch.__version__,
-              "compile": args.compile, "precision": "bf16 autocast" if bf16 else "fp32", "repeats": repeats,
+              "compile": args.compile, "precision": "bf16 autocast" if bf16 else args.precision or "fp32", "repeats": repeats,
               "sizes": "full" if gpu else "small CPU sizes (no GPU found)", "results": {}}
     if args.task in ("vit", "all"):
         vit = setting(batch=args.batch or (256 if gpu else 4), warmup=5 if gpu else 1)

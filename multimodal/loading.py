@@ -29,6 +29,7 @@ from multimodal.interop.timm import load_timm_vit
 from multimodal.interop.weights import read_weights, state_dict_of
 from multimodal.interop.whisper import load_whisper
 from multimodal.models import CLIP, Classifier, Model, SpeechToText, build, from_state, load_converted
+from multimodal.nn.quantize import is_quantized, quantize_int8
 from multimodal.outputs import atomic_write, output_folder
 from multimodal.pretrained import available_models, load_pretrained
 
@@ -101,6 +102,8 @@ def save_model(model: Model, directory: str | Path) -> Path:
     full disk) leaves the folder as it was."""
     from safetensors.torch import save
 
+    if is_quantized(model):
+        raise ValueError("an int8 model is for inference only: save the float32 model it was made from")
     out = output_folder(directory)
     # clones: safetensors refuses tensors that share memory (tied weights, views)
     state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
@@ -136,10 +139,12 @@ def load_folder(directory: str | Path) -> Model:
 
 
 def load_model(source: str | Path, device: str | torch.device | None = None,
-               expect: type[Model] | None = None) -> Model:
+               expect: type[Model] | None = None, int8: bool = False) -> Model:
     """The model in ``source`` (see the module's docstring for what it reads), in eval mode on ``device``
     (default the CPU); with ``expect``, a model of another kind is refused (foreign weights before their
-    conversion)."""
+    conversion); ``int8``: its linear layers quantized for CPU inference (``quantize_int8``)."""
+    if int8 and torch.device(device or "cpu").type != "cpu":
+        raise InputError(f"int8 inference runs on the CPU, not on {device}")
     path = Path(source)
     if not path.exists() and str(source) in available_models():
         model = load_pretrained(str(source))
@@ -156,7 +161,7 @@ def load_model(source: str | Path, device: str | torch.device | None = None,
             model = _foreign(content, path, expect)
     if expect is not None and not isinstance(model, expect):
         raise InputError(f"this is {a(type(model).__name__)}; {a(expect.__name__)} is needed here", path)
-    return model.to(device or "cpu").eval()
+    return quantize_int8(model) if int8 else model.to(device or "cpu").eval()
 
 
 def _foreign(content, path: Path, expect: type[Model] | None) -> Model:

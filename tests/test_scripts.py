@@ -1,3 +1,4 @@
+import dataclasses
 import importlib.util
 import json
 import subprocess
@@ -101,6 +102,38 @@ def test_benchmark_inference_against_open_clip_timm_and_openai_whisper():
                 rows["transcription"]["beam5"]):
         assert row["ratio_ours_over_reference"] > 0
     assert rows["transcription"]["beam5"]["ratio_ours_padded_over_reference"] > 0
+
+
+def test_benchmark_int8_inference_quantizes_ours_and_also_compares_with_the_references_quantized():
+    bench = load_benchmark()
+    setting = bench.Setting(torch.device("cpu"), batch=2, steps=1, warmup=0, compile=False, bf16=False, int8=True)
+    rows = bench.inference_rows(setting, clips=2, new_tokens=3, size="tiny")
+    assert 0.99 < rows["image_embedding"]["min_cosine_ours_vs_reference"] < 0.99999  # int8 numbers, close to float32
+    for row, reference in ((rows["image_embedding"], "open_clip"), (rows["vit_classification"], "timm")):
+        assert row["ratio_ours_over_reference"] > 0 and row[f"against_{reference}_int8"]["ratio_ours_over_reference"] > 0
+    assert rows["transcription"]["precision"] == "ours int8, openai-whisper fp32"
+
+
+def test_int8_benchmark_scores_a_shipped_model_in_float32_and_int8(monkeypatch, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("benchmarks_int8", ROOT / "benchmarks" / "int8.py")
+    int8 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(int8)
+    digits = torch.rand(16, 1, 28, 28)
+
+    def mean_top_logit(model):  # a stand-in for the 1,000 test digits' top-1: cheap, and it sees int8 numbers
+        with torch.inference_mode():
+            return {"mean_top_logit": model(digits).max(-1).values.mean().item()}
+
+    build = int8.BUILDS["mnist-vit"]
+    monkeypatch.setitem(int8.BUILDS, "mnist-vit", dataclasses.replace(
+        build, data=[["make-data", "mnist", str(tmp_path)]], evaluate=mean_top_logit))
+    assert int8.main(["mnist-vit", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)["models"]["mnist-vit"]
+    float32, quantized = row["float32"]["scores"]["mean_top_logit"], row["int8"]["scores"]["mean_top_logit"]
+    assert float32 != quantized and abs(float32 - quantized) < 0.05 * abs(float32)
+    assert row["int8_worse_by"] == float32 - quantized and row["speed_up"] > 0
+    with pytest.raises(SystemExit):
+        int8.main(["no-such-model"])
 
 
 def test_benchmark_asr_against_transformers_whisper_on_cpu():

@@ -31,6 +31,8 @@ def zero_shot_margin(accuracy: float, images: int) -> float:
 
 
 RECALL_MARGIN = 0.05  # 200 new scenes against the registry's 1,000 (fewer rivals per query, so an easier test)
+# float32, and int8 (--int8) under the same margins: its loss, measured by benchmarks/int8.py, is within them
+PRECISIONS = pytest.mark.parametrize("precision", [[], ["--int8"]], ids=["float32", "int8"])
 
 
 def test_the_registry_lists_every_shipped_model_and_they_are_small():
@@ -50,56 +52,60 @@ def test_each_loads_by_name_from_any_folder(tmp_path, monkeypatch):
         assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
-def test_mnist_vit_scores_its_figure_on_the_test_digits(tmp_path):
+@PRECISIONS
+def test_mnist_vit_scores_its_figure_on_the_test_digits(tmp_path, precision):
     mnist_folders(tmp_path, quiet=True)
-    rc, out, _ = run_main("classify", "--checkpoint", "mnist-vit", tmp_path / "test", "--json")
+    rc, out, _ = run_main("classify", "--checkpoint", "mnist-vit", tmp_path / "test", "--json", *precision)
     assert rc == 0
     top1 = json.loads(out)["accuracy"]["top1"]
     assert top1 >= pretrained.registry()["mnist-vit"]["scores"]["top1"] - MNIST_MARGIN
 
 
-def test_shapes_asr_scores_its_figure_on_new_clips_of_held_out_voices(tmp_path):
+@PRECISIONS
+def test_shapes_asr_scores_its_figure_on_new_clips_of_held_out_voices(tmp_path, precision):
     manifest = make_speech_manifest(tmp_path, 40, "test", seed=2, quiet=True)
-    rc, out, _ = run_main("transcribe", "--checkpoint", "shapes-asr", "--manifest", manifest, "--json")
+    rc, out, _ = run_main("transcribe", "--checkpoint", "shapes-asr", "--manifest", manifest, "--json", *precision)
     assert rc == 0
     wer = json.loads(out)["wer"]
     assert wer <= pretrained.registry()["shapes-asr"]["scores"]["wer_greedy"] + WER_MARGIN
 
 
-def test_shapes_clip_scores_its_figures_on_new_scenes_in_the_styles_it_saw_and_the_one_it_did_not(tmp_path):
+@PRECISIONS
+def test_shapes_clip_scores_its_figures_on_new_scenes_in_the_styles_it_saw_and_the_one_it_did_not(tmp_path, precision):
     write_shape_pairs(tmp_path, train_size=0, test_size=0, seed=2, retrieval_size=200, zero_shot_per_class=10,
                       styles=models_command.EVAL_STYLES, hold_out_style="texture", quiet=True)
     scores = pretrained.registry()["shapes-clip"]["scores"]
     for folder, suffix in [(tmp_path, ""), (tmp_path / "texture", "_texture")]:
         zero = folder / "zero_shot"
         rc, out, _ = run_main("zero_shot", "--checkpoint", "shapes-clip", "--images", zero / "train_pairs",
-                              zero / "held_out", "--json")
+                              zero / "held_out", "--json", *precision)
         assert rc == 0
         expected = scores[f"zero_shot_48_classes{suffix}"]
         assert json.loads(out)["accuracy"]["top1"] >= expected - zero_shot_margin(expected, 480)
         rc, out, _ = run_main("retrieve", "eval", "--checkpoint", "shapes-clip", "--pairs",
-                              folder / "two_object_test.jsonl", "--json")
+                              folder / "two_object_test.jsonl", "--json", *precision)
         assert rc == 0
         assert json.loads(out)["text_to_image"]["R@1"] >= scores[f"text_to_image_R@1{suffix}"] - RECALL_MARGIN
 
 
-def test_shapes_speech_clip_finds_new_scenes_by_voice(tmp_path):
+@PRECISIONS
+def test_shapes_speech_clip_finds_new_scenes_by_voice(tmp_path, precision):
     """New scenes spoken by held-out voices, against the pictures: as the registry's figure, through retrieve eval;
     the frozen CLIP inside is shapes-clip itself, so shapes-clip's indexes answer spoken queries."""
     from multimodal.data.spoken import write_spoken_pairs
 
     write_spoken_pairs(tmp_path, train_size=0, test_size=0, retrieval_size=200, seed=2, quiet=True)
     rc, out, _ = run_main("retrieve", "eval", "--checkpoint", "shapes-speech-clip", "--pairs",
-                          tmp_path / "two_object_test.jsonl", "--json")
+                          tmp_path / "two_object_test.jsonl", "--json", *precision)
     assert rc == 0
     scores = pretrained.registry()["shapes-speech-clip"]["scores"]
     assert json.loads(out)["speech_to_image"]["R@1"] >= scores["speech_to_image_R@1"] - RECALL_MARGIN
     index = tmp_path / "scenes.index"
     assert run_main("retrieve", "index", "--checkpoint", "shapes-clip", "--images", tmp_path / "images", "--out",
-                    index, "--json")[0] == 0
+                    index, "--json", *precision)[0] == 0
     rows = [json.loads(line) for line in (tmp_path / "two_object_test.jsonl").read_text().splitlines()]
     rc, out, _ = run_main("retrieve", "query", "--checkpoint", "shapes-speech-clip", "--index", index, "--audio",
-                          tmp_path / rows[0]["audio"], "--json")
+                          tmp_path / rows[0]["audio"], "--json", *precision)
     assert rc == 0 and json.loads(out)["results"][0]["path"] == str((tmp_path / rows[0]["image"]).resolve())
 
 
@@ -162,3 +168,21 @@ def test_build_trains_exports_evaluates_and_registers(shipped_copy, tmp_path, mo
     shipped = mm.load_model("tiny-vit")
     image = torch.rand(2, 3, 32, 32)
     assert torch.allclose(shipped(image), trained(image), atol=2e-2)  # half-precision weights, float32 compute
+
+
+def test_int8_quantizes_every_linear_layer_of_a_copy_and_stays_on_the_cpu(tmp_path):
+    model = mm.load_model("mnist-vit")
+    quantized = mm.quantize_int8(model)
+    linears = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(type(m) is torch.nn.Linear for m in model.modules() if isinstance(m, torch.nn.Linear))
+    assert [name for name, m in quantized.named_modules()
+            if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)] == linears
+    images = torch.rand(8, 1, 28, 28)
+    with torch.inference_mode():
+        logits, int8_logits = model(images), quantized(images)
+    assert not torch.equal(logits, int8_logits) and torch.allclose(logits, int8_logits, atol=0.05 * logits.abs().max())
+    with pytest.raises(ValueError, match="for inference only"):
+        mm.save_model(quantized, tmp_path / "int8")
+    assert not (tmp_path / "int8").exists()
+    with pytest.raises(mm.InputError, match="int8 inference runs on the CPU"):
+        mm.load_model("mnist-vit", device="cuda", int8=True)

@@ -10,6 +10,7 @@ import sys
 from multimodal.inference.classify import classify, collect
 from multimodal.inference.common import (
     CHECKPOINT_HELP,
+    INT8_HELP,
     device,
     device_name,
     format_scores,
@@ -30,10 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-k", type=positive, default=5, help="labels to show per image (default 5)")
     parser.add_argument("--batch-size", type=positive, default=64)
     parser.add_argument("--device", type=device_name, default=None, help="cpu, cuda, … (default: cuda when available)")
+    parser.add_argument("--int8", action="store_true", help=INT8_HELP)
     parser.add_argument("--json", action="store_true", help="print machine-readable results")
     args = parser.parse_args(argv)
 
-    model = load_model(args.checkpoint, device(args.device), expect=Classifier)
+    model = load_model(args.checkpoint, device(args.device, args.int8), expect=Classifier, int8=args.int8)
     result = classify(model, collect(args.paths, model.class_names), args.top_k, args.batch_size, quiet=args.json)
     if args.json:
         print_json(result)

@@ -16,7 +16,7 @@ import argparse
 import sys
 
 from multimodal.errors import InputError, a
-from multimodal.inference.common import CHECKPOINT_HELP, device, device_name, positive, print_json, script_main
+from multimodal.inference.common import CHECKPOINT_HELP, INT8_HELP, device, device_name, positive, print_json, script_main
 from multimodal.inference.retrieval import build_index, contact_sheet, evaluate, query
 from multimodal.loading import load_model
 from multimodal.models import CLIP, SpeechCLIP
@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     common.add_argument("--checkpoint", required=True, help=f"a CLIP or a SpeechCLIP: {CHECKPOINT_HELP}")
     common.add_argument("--batch-size", type=positive, default=64)
     common.add_argument("--device", type=device_name, default=None, help="cpu, cuda, … (default: cuda when available)")
+    common.add_argument("--int8", action="store_true", help=INT8_HELP)
     common.add_argument("--json", action="store_true", help="print machine-readable results")
     p = sub.add_parser("index", parents=[common], help="embed every image under the folders into an index file")
     p.add_argument("--images", nargs="+", required=True, help="image files or folders (searched recursively)")
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in (getattr(args, "out", None), getattr(args, "sheet", None)):
         if path:
             output_file(path)  # before the model is loaded and the images embedded
-    model = load_model(args.checkpoint, device(args.device))
+    model = load_model(args.checkpoint, device(args.device, args.int8), int8=args.int8)
     if not isinstance(model, (CLIP, SpeechCLIP)):
         raise InputError(f"this is {a(type(model).__name__)}; a CLIP or a SpeechCLIP is needed here", args.checkpoint)
     if args.command == "index":

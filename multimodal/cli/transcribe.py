@@ -10,7 +10,7 @@ transcribed in windows (a warning says so), or refused with --long-audio refuse.
 import argparse
 import sys
 
-from multimodal.inference.common import CHECKPOINT_HELP, device, device_name, positive, print_json, script_main
+from multimodal.inference.common import CHECKPOINT_HELP, INT8_HELP, device, device_name, positive, print_json, script_main
 from multimodal.inference.transcribe import transcribe_files, transcribe_manifest
 from multimodal.loading import load_model
 from multimodal.models.speech import LONG_AUDIO, SpeechToText
@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="audio longer than the model's window: split into windows (default) or refuse")
     parser.add_argument("--batch-size", type=positive, default=16)
     parser.add_argument("--device", type=device_name, default=None, help="cpu, cuda, … (default: cuda when available)")
+    parser.add_argument("--int8", action="store_true", help=INT8_HELP)
     parser.add_argument("--json", action="store_true", help="print machine-readable results")
     args = parser.parse_args(argv)
     if not args.audio and not args.manifest:
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.audio and args.manifest:
         parser.error("give either audio files or --manifest, not both")
 
-    model = load_model(args.checkpoint, device(args.device), expect=SpeechToText)
+    model = load_model(args.checkpoint, device(args.device, args.int8), expect=SpeechToText, int8=args.int8)
     options = dict(beam_size=args.beam_size, batch_size=args.batch_size, long_audio=args.long_audio, quiet=args.json)
     if args.manifest:
         result = transcribe_manifest(model, args.manifest, **options)

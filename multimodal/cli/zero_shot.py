@@ -13,6 +13,7 @@ import sys
 
 from multimodal.inference.common import (
     CHECKPOINT_HELP,
+    INT8_HELP,
     device,
     device_name,
     format_scores,
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-k", type=positive, default=5, help="labels to show per image (default 5)")
     parser.add_argument("--batch-size", type=positive, default=64)
     parser.add_argument("--device", type=device_name, default=None, help="cpu, cuda, … (default: cuda when available)")
+    parser.add_argument("--int8", action="store_true", help=INT8_HELP)
     parser.add_argument("--json", action="store_true", help="print machine-readable results")
     args = parser.parse_args(argv)
 
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         classes = check_classes(read_lines(args.classes_file, "class"), args.classes_file)
     templates = check_templates(read_lines(args.templates, "template"), args.templates) if args.templates \
         else DEFAULT_TEMPLATES
-    model = load_model(args.checkpoint, device(args.device), expect=CLIP)
+    model = load_model(args.checkpoint, device(args.device, args.int8), expect=CLIP, int8=args.int8)
     result = zero_shot(model, args.images, classes, templates, args.top_k, args.batch_size, quiet=args.json)
     if args.json:
         print_json(result)

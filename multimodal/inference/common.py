@@ -41,8 +41,12 @@ def script_main(main: Callable[..., int | None]) -> Callable[..., int]:
     return wrapper
 
 
-def device(name: str | None = None) -> torch.device:
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+INT8_HELP = "run on the CPU with the linear layers in int8 (faster; scores beside float32's in docs/RESULTS.md)"
+
+
+def device(name: str | None = None, int8: bool = False) -> torch.device:
+    """The device asked for, else CUDA when available; the CPU for int8 (its only device)."""
+    return torch.device(name or ("cuda" if torch.cuda.is_available() and not int8 else "cpu"))
 
 
 def device_name(name: str) -> str:

@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from multimodal.data.images import find_images, load_image
 from multimodal.data.pairs import read_pairs
@@ -36,9 +37,13 @@ def image_space(model: CLIP | SpeechCLIP) -> CLIP:
 def fingerprint(model) -> str:
     """sha256 (first 16 hex digits) of the model's weights and tokenizer: the same for the same weights in any file."""
     h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, value in sorted(model.state_dict().items()):
         h.update(name.encode())
-        h.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+        # an int8 model's linear layers hold (int8 weight, bias) pairs and their dtype: their numbers count
+        for tensor in value if isinstance(value, tuple) else [value] if isinstance(value, Tensor) else []:
+            if tensor is not None:
+                tensor = tensor.dequantize() if tensor.is_quantized else tensor
+                h.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
     h.update(json.dumps(model.tokenizer.to_dict(), sort_keys=True).encode())
     return h.hexdigest()[:16]
 
@@ -78,7 +83,8 @@ def load_index(path: str | Path, model) -> tuple[torch.Tensor, list[str]]:
     expected = fingerprint(image_space(model))
     if metadata.get("fingerprint") != expected:
         raise InputError(f"this index was built with another checkpoint (fingerprint {metadata.get('fingerprint')}, "
-                         f"this checkpoint's is {expected}): rebuild it with retrieve.py index", path)
+                         f"this checkpoint's is {expected}; int8 and float32 differ): rebuild it with retrieve.py "
+                         "index", path)
     try:
         paths = json.loads(metadata["paths"])
     except (KeyError, ValueError):
