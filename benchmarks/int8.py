@@ -25,7 +25,7 @@ def scored(name: str, int8: bool) -> dict:
     model = load_model(name, int8=int8)
     start = time.perf_counter()
     scores = BUILDS[name].evaluate(model)
-    return {"scores": scores, "seconds": round(time.perf_counter() - start, 1)}
+    return {"scores": scores, "seconds": time.perf_counter() - start}
 
 
 def compare(name: str) -> dict:
@@ -34,7 +34,7 @@ def compare(name: str) -> dict:
     if not (ROOT / test_data[2]).exists():
         run(test_data)
     float32, int8 = scored(name, False), scored(name, True)
-    return {"float32": float32, "int8": int8, "speed_up": round(float32["seconds"] / int8["seconds"], 2),
+    return {"float32": float32, "int8": int8, "speed_up": float32["seconds"] / int8["seconds"],
             "int8_worse_by": worse_by(int8["scores"], float32["scores"], spec.higher_is_better),
             "test_data": spec.test_data}
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"commit": commit(), "machine": machine(), "threads": torch.get_num_threads(), "models": rows}
     if not args.json:
         for name, row in rows.items():
-            print(f"{name}: int8 {row['speed_up']}x the float32 speed, worse by {row['int8_worse_by']:.4f} at most")
+            print(f"{name}: int8 {row['speed_up']:.2f}x the float32 speed, worse by {row['int8_worse_by']:.4f} at most")
     print(json.dumps(result, indent=2))
     return 0
 
