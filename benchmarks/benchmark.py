@@ -11,7 +11,9 @@
     python benchmarks/benchmark.py --task attention --plot attention.png
                                                       # full vs local vs linformer attention, 1k-32k tokens
 Without a GPU it runs small CPU sizes and says so in the output ("device" and "sizes"), and measures each model
-of a pair three times, alternating with the other (``--repeats``): the median counts.
+of a pair three times, alternating with the other (``--repeats``): the median counts. ``--sizes recipe`` runs the
+training rows at the models and batches of the CPU recipes (vit_mnist.yaml, clip_shapes_cpu.yaml,
+asr_shapes_cpu.yaml).
 
 Timing: warm-up steps excluded, torch.cuda.synchronize around the timed loop, bf16 autocast and fused
 AdamW on a GPU (fp32 and plain AdamW on a CPU; ``--precision bf16`` autocasts there too, as a recipe's
@@ -172,24 +174,38 @@ def normalised_as(model: nn.Module, device: torch.device) -> Callable[[Tensor], 
     return lambda x: (x - mean) / std
 
 
-def vit_rows(setting: Setting, image_size: int, size: str) -> dict:
+# the models of the CPU recipes (configs/*_cpu.yaml, vit_mnist.yaml), in the layout both sides of a pair have
+VIT_SIZES = {"base": dict(image_size=224, patch_size=16, channels=3, dim=768, depth=12, num_heads=12, mlp_ratio=4.0,
+                          classes=1000),
+             "small": dict(image_size=64, patch_size=16, channels=3, dim=192, depth=4, num_heads=3, mlp_ratio=4.0,
+                           classes=1000),
+             "recipe": dict(image_size=28, patch_size=4, channels=1, dim=64, depth=6, num_heads=4, mlp_ratio=2.0,
+                            classes=10)}  # vit_mnist.yaml with a patch stem (timm has no conv stem)
+
+
+def vit_rows(setting: Setting, size: str) -> dict:
     """Our Classifier (ViT + linear head) against timm's VisionTransformer of the same shape."""
     import timm
 
     from multimodal.models import Classifier
 
-    dims = {"base": dict(dim=768, depth=12, num_heads=12), "tiny": dict(dim=192, depth=4, num_heads=3)}[size]
-    ours = Classifier({"vit": {"image_size": image_size, "patch_size": 16, "transformer": {**dims, "norm_eps": 1e-6}}},
-                      class_names=[str(i) for i in range(1000)])
-    reference = timm.models.VisionTransformer(img_size=image_size, patch_size=16, embed_dim=dims["dim"],
-                                              depth=dims["depth"], num_heads=dims["num_heads"], num_classes=1000)
-    images = lambda: (torch.rand(setting.batch, 3, image_size, image_size, device=setting.device),
-                      torch.randint(0, 1000, (setting.batch,), device=setting.device))
+    s = VIT_SIZES[size]
+    ours = Classifier({"vit": {"image_size": s["image_size"], "patch_size": s["patch_size"], "channels": s["channels"],
+                               "transformer": {"dim": s["dim"], "depth": s["depth"], "num_heads": s["num_heads"],
+                                               "mlp_ratio": s["mlp_ratio"], "norm_eps": 1e-6}}},
+                      class_names=[str(i) for i in range(s["classes"])])
+    reference = timm.models.VisionTransformer(img_size=s["image_size"], patch_size=s["patch_size"],
+                                              in_chans=s["channels"], embed_dim=s["dim"], depth=s["depth"],
+                                              num_heads=s["num_heads"], mlp_ratio=s["mlp_ratio"],
+                                              num_classes=s["classes"])
+    images = lambda: (torch.rand(setting.batch, s["channels"], s["image_size"], s["image_size"], device=setting.device),
+                      torch.randint(0, s["classes"], (setting.batch,), device=setting.device))
     loss = lambda model, x, y: F.cross_entropy(model(x), y)
     standardized = normalised_as(ours, setting.device)
     standardized_loss = lambda model, x, y: loss(model, standardized(x), y)
-    return versus(setting, "timm", lambda: time_training(ours, images, loss, setting, setting.batch),
-                  lambda: time_training(reference, images, standardized_loss, setting, setting.batch))
+    return {"image_size": s["image_size"], "model": {k: v for k, v in s.items() if k != "image_size"},
+            **versus(setting, "timm", lambda: time_training(ours, images, loss, setting, setting.batch),
+                     lambda: time_training(reference, images, standardized_loss, setting, setting.batch))}
 
 
 def clip_rows(setting: Setting, size: str) -> dict:
@@ -201,23 +217,30 @@ def clip_rows(setting: Setting, size: str) -> dict:
     from multimodal.interop.open_clip import clip_configs_from_state, convert_open_clip, skip_init
     from multimodal.models import CLIP, load_converted
     from multimodal.tasks.losses import clip_loss
-    from multimodal.tokenizers import CLIPTokenizer
+    from multimodal.tokenizers import SPECIALS, CharTokenizer, CLIPTokenizer
 
+    tokenizer = CLIPTokenizer()
     if size == "base":
         reference = open_clip.create_model("ViT-B-32")
-    else:
+    elif size == "small":
         reference = open_clip.CLIP(64, vision_cfg=dict(image_size=64, patch_size=32, width=128, layers=2),
                                    text_cfg=dict(context_length=77, vocab_size=49408, width=128, heads=2, layers=2))
+    else:  # clip_shapes_cpu.yaml with a patch stem (OpenCLIP has no conv stem) and a 1,000-token vocabulary
+        tokenizer = CharTokenizer([chr(0x4E00 + i) for i in range(1000 - len(SPECIALS))])
+        reference = open_clip.CLIP(128, vision_cfg=dict(image_size=64, patch_size=8, width=128, layers=4),
+                                   text_cfg=dict(context_length=16, vocab_size=tokenizer.vocab_size, width=128,
+                                                 heads=2, layers=3))
     state = reference.state_dict()
     cfg = clip_configs_from_state(state, activation="gelu")
     with skip_init():
-        ours = CLIP(cfg, CLIPTokenizer())
+        ours = CLIP(cfg, tokenizer)
     load_converted(ours, convert_open_clip(state), "open_clip")
-    image_size, context, eot = cfg["vit"]["image_size"], cfg["text"]["context_length"], CLIPTokenizer.eos
+    # open_clip pools at the largest id, its <end_of_text>; ours at the length
+    image_size, context, eot = cfg["vit"]["image_size"], cfg["text"]["context_length"], tokenizer.vocab_size - 1
 
     def batch():
         b, dev = setting.batch, setting.device
-        lengths = torch.randint(8, context + 1, (b,), device=dev)
+        lengths = torch.randint(min(8, context), context + 1, (b,), device=dev)
         tokens = torch.randint(1, eot - 1, (b, context), device=dev)
         tokens[torch.arange(b, device=dev), lengths - 1] = eot  # open_clip pools at the argmax id: <end_of_text>
         tokens *= torch.arange(context, device=dev) < lengths[:, None]
@@ -229,25 +252,27 @@ def clip_rows(setting: Setting, size: str) -> dict:
 
     normalized = normalised_as(ours, setting.device)
     reference_loss = lambda model, images, tokens, lengths: open_clip.ClipLoss()(*model(normalized(images), tokens))
-    return {"image_size": image_size, "context_length": context, "model": "ViT-B-32" if size == "base" else "tiny",
+    return {"image_size": image_size, "context_length": context,
+            "model": "ViT-B-32" if size == "base" else {
+                "patch_size": cfg["vit"]["patch_size"], "image_layers": cfg["vit"]["transformer"]["depth"],
+                "text_layers": cfg["text"]["transformer"]["depth"], "width": cfg["vit"]["transformer"]["dim"],
+                "embed_dim": cfg["embed_dim"], "vocab": cfg["text"]["vocab_size"]},
             **versus(setting, "open_clip", lambda: time_training(ours, batch, ours_loss, setting, setting.batch),
                      lambda: time_training(reference, batch, reference_loss, setting, setting.batch))}
 
 
-def whisper_speech_to_text(state: dict[str, Tensor], num_heads: int) -> nn.Module:
+def whisper_speech_to_text(state: dict[str, Tensor], num_heads: int, tokenizer) -> nn.Module:
     """Our SpeechToText with the weights of a Whisper state dict, as ``load_whisper`` builds it, set to do the
     work Whisper does: no SpecAugment (Whisper has none) and no CTC head (Whisper has none; the benchmark's
     loss does not use it, and its vocab x dim weights would only add to our peak memory)."""
     from multimodal.interop.open_clip import skip_init
     from multimodal.interop.whisper import convert_whisper, whisper_configs_from_state
     from multimodal.models import SpeechToText, SpeechToTextConfig, load_converted
-    from multimodal.tokenizers import WhisperTokenizer
 
     cfg = whisper_configs_from_state(state, num_heads)
-    vocab = cfg["decoder"]["vocab_size"]  # 51865: multilingual, 99 languages
     cfg["encoder"]["num_masks"] = 0
     with skip_init():  # every weight comes from the state dict (the strict load checks it)
-        model = SpeechToText(SpeechToTextConfig(**cfg), WhisperTokenizer(num_languages=vocab - 51766))
+        model = SpeechToText(SpeechToTextConfig(**cfg), tokenizer)
     del model.ctc_head
     converted = convert_whisper(state)
     converted.update({k: v for k, v in model.state_dict().items() if k.startswith("encoder.log_mel.")})
@@ -269,17 +294,26 @@ def asr_rows(train: Setting, decode: Setting, size: str, text_tokens: int, new_t
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
     from multimodal.encoders.text import beam_search
+    from multimodal.tokenizers import CharTokenizer, WhisperTokenizer
 
     transformers.logging.set_verbosity_error()
-    dims = {"base": dict(d_model=512, layers=6, heads=8, frames=1500),
-            "tiny": dict(d_model=64, layers=2, heads=1, frames=50)}[size]
-    config = WhisperConfig(vocab_size=51865, num_mel_bins=80, d_model=dims["d_model"],
-                           encoder_layers=dims["layers"], decoder_layers=dims["layers"],
+    dims = {"base": dict(d_model=512, layers=(6, 6), heads=8, frames=1500, context=448),
+            "small": dict(d_model=64, layers=(2, 2), heads=1, frames=50, context=448),
+            # asr_shapes_cpu.yaml: its encoder and decoder, 3-s clips, a character vocabulary
+            "recipe": dict(d_model=128, layers=(4, 2), heads=2, frames=150, context=96)}[size]
+    if size == "recipe":
+        tokenizer = CharTokenizer.from_texts(["abcdefghijklmnopqrstuvwxyz '"])
+        tokens = dict(vocab_size=tokenizer.vocab_size, pad_token_id=tokenizer.pad, bos_token_id=tokenizer.sos,
+                      decoder_start_token_id=tokenizer.sos, eos_token_id=tokenizer.eos, begin_suppress_tokens=None)
+    else:
+        tokenizer, tokens = WhisperTokenizer(num_languages=99), dict(vocab_size=51865)  # multilingual
+    config = WhisperConfig(num_mel_bins=80, d_model=dims["d_model"], **tokens,
+                           encoder_layers=dims["layers"][0], decoder_layers=dims["layers"][1],
                            encoder_attention_heads=dims["heads"], decoder_attention_heads=dims["heads"],
                            encoder_ffn_dim=4 * dims["d_model"], decoder_ffn_dim=4 * dims["d_model"],
-                           max_source_positions=dims["frames"], max_target_positions=448)
+                           max_source_positions=dims["frames"], max_target_positions=dims["context"])
     reference = WhisperForConditionalGeneration(config)
-    ours = whisper_speech_to_text(reference.state_dict(), dims["heads"])
+    ours = whisper_speech_to_text(reference.state_dict(), dims["heads"], tokenizer)
     ours.decoder.prompt = ours.decoder.prompt[:0]  # start from sos alone, as generate() does here
     mel = lambda b: torch.randn(b, 80, 2 * dims["frames"], device=train.device)
     sos, eos = config.decoder_start_token_id, config.eos_token_id
@@ -304,8 +338,10 @@ def asr_rows(train: Setting, decode: Setting, size: str, text_tokens: int, new_t
         return versus(decode, "transformers", lambda: time_decoding(ours, decode_ours, features, decode),
                       lambda: time_decoding(reference, decode_reference, features, decode), key="tokens_per_s")
 
+    text_ids = (tokenizer.eos + 1, config.vocab_size) if size == "recipe" else (0, eos)  # no specials
+
     def tokens():
-        x = torch.randint(0, eos, (train.batch, text_tokens), device=train.device)
+        x = torch.randint(*text_ids, (train.batch, text_tokens), device=train.device)
         return mel(train.batch), x[:, :-1], x[:, 1:]
 
     cross_entropy = lambda logits, targets: F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
@@ -313,8 +349,8 @@ def asr_rows(train: Setting, decode: Setting, size: str, text_tokens: int, new_t
         model.decoder(inputs, model.encoder.forward_features(x)[0]), targets)
     reference_loss = lambda model, x, inputs, targets: cross_entropy(
         model(input_features=x, decoder_input_ids=inputs).logits, targets)
-    return {"model": {"d_model": dims["d_model"], "layers": f"{dims['layers']} + {dims['layers']}",
-                      "heads": dims["heads"], "mel_frames": 2 * dims["frames"], "vocab": 51865, "context": 448},
+    return {"model": {"d_model": dims["d_model"], "layers": "{} + {}".format(*dims["layers"]), "heads": dims["heads"],
+                      "mel_frames": 2 * dims["frames"], "vocab": config.vocab_size, "context": dims["context"]},
             "features": "the same random log-mel features for both (feature extraction not timed)",
             "decode": {"batch": decode.batch, "beam": beam, "new_tokens": new_tokens, **decode_rows(),
                        **({"compiled": "ours: encoder and decoder (dynamic shapes); transformers: a static KV "
@@ -542,8 +578,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=["bf16", "fp32", "int8"], default=None,
                         help="autocast to bf16 or not, both models alike (default: bf16 on a GPU, fp32 on a CPU); int8: "
                              "the inference rows with ours quantized (quantize_int8), on a CPU")
+    parser.add_argument("--sizes", choices=["full", "small", "recipe"], default=None,
+                        help="full: ViT-B, CLIP ViT-B/32, Whisper-base (default on a GPU); small: tiny models that show "
+                             "the rows run (default on a CPU); recipe: the training rows at the models and batches of "
+                             "the CPU recipes (vit_mnist.yaml, clip_shapes_cpu.yaml, asr_shapes_cpu.yaml)")
     parser.add_argument("--batch", type=positive, default=None,
-                        help="batch of the vit / clip / asr training rows (default: 256 / 512 / 64 on GPU, 4 / 4 / 2 on CPU)")
+                        help="batch of the vit / clip / asr training rows (default: 256 / 512 / 64 at full sizes, "
+                             "4 / 4 / 2 small, 32 / 256 / 32 at the recipes')")
     parser.add_argument("--repeats", type=positive, default=None,
                         help="measure each model this many times, alternating with its reference, and report the "
                              "median (default: 3 on a CPU, whose shared cores drift, 1 on a GPU)")
@@ -564,21 +605,25 @@ def main(argv: list[str] | None = None) -> int:
     repeats = args.repeats or (1 if gpu else 3)
     setting = functools.partial(Setting, dev, steps=steps, compile=args.compile, bf16=bf16, repeats=repeats,
                                 int8=args.precision == "int8")
+    sizes = args.sizes or ("full" if gpu else "small")
+    model_size = {"full": "base", "small": "small", "recipe": "recipe"}[sizes]
+    batches = {"full": (256, 512, 64), "small": (4, 4, 2), "recipe": (32, 256, 32)}[sizes]
+    warmup = 5 if gpu else 1
     report = {"device": torch.cuda.get_device_name(dev) if gpu else "cpu", "torch": torch.__version__,
               "compile": args.compile, "precision": "bf16 autocast" if bf16 else args.precision or "fp32", "repeats": repeats,
-              "sizes": "full" if gpu else "small CPU sizes (no GPU found)", "results": {}}
+              "sizes": {"full": "full", "small": "small CPU sizes", "recipe": "the CPU recipes' models"}[sizes],
+              "results": {}}
     if args.task in ("vit", "all"):
-        vit = setting(batch=args.batch or (256 if gpu else 4), warmup=5 if gpu else 1)
-        report["results"]["vit"] = {"batch": vit.batch, "image_size": 224 if gpu else 64,
-                                    **vit_rows(vit, 224 if gpu else 64, "base" if gpu else "tiny")}
+        vit = setting(batch=args.batch or batches[0], warmup=warmup)
+        report["results"]["vit"] = {"batch": vit.batch, **vit_rows(vit, model_size)}
     if args.task in ("clip", "all"):
-        clip = setting(batch=args.batch or (512 if gpu else 4), warmup=5 if gpu else 1)
-        report["results"]["clip"] = {"batch": clip.batch, **clip_rows(clip, "base" if gpu else "tiny")}
+        clip = setting(batch=args.batch or batches[1], warmup=warmup)
+        report["results"]["clip"] = {"batch": clip.batch, **clip_rows(clip, model_size)}
     if args.task in ("asr", "all"):
-        train = setting(batch=args.batch or (64 if gpu else 2), warmup=5 if gpu else 1)
-        decode = setting(batch=16 if gpu else 2, steps=max(1, steps // 5), warmup=1)
-        report["results"]["asr"] = asr_rows(train, decode, "base" if gpu else "tiny", text_tokens=448 if gpu else 16,
-                                            new_tokens=128 if gpu else 4)
+        train = setting(batch=args.batch or batches[2], warmup=warmup)
+        decode = setting(batch={"full": 16, "small": 2, "recipe": 8}[sizes], steps=max(1, steps // 5), warmup=1)
+        text_tokens, new_tokens = {"full": (448, 128), "small": (16, 4), "recipe": (56, 48)}[sizes]
+        report["results"]["asr"] = asr_rows(train, decode, model_size, text_tokens, new_tokens)
     if args.task in ("inference", "all"):
         report["results"]["inference"] = inference_rows(setting(batch=16, steps=max(1, steps // 2), warmup=1,
                                                                 compile=False))
@@ -588,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.plot:
             plot_attention(report["results"]["attention"], args.plot)
     print(json.dumps(report, indent=2))
-    if not args.json and not gpu:
+    if not args.json and sizes == "small":
         print("note: CPU sizes only; run on a GPU for the figures docs/PERFORMANCE.md records", file=sys.stderr)
     return 0
 

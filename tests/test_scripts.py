@@ -67,6 +67,38 @@ def test_benchmark_clip_against_open_clip_on_cpu():
     assert _same_flops(clip["ours"], clip["open_clip"]) and clip["ratio_ours_over_reference"] > 0
 
 
+def test_benchmark_recipe_sizes_are_the_cpu_recipes_models():
+    import yaml
+
+    def recipe(name):
+        return yaml.safe_load((ROOT / "configs" / name).read_text())["model"]["init_args"]
+
+    vit = recipe("vit_mnist.yaml")["vit"]
+    assert {k: load_benchmark().VIT_SIZES["recipe"][k] for k in ("image_size", "patch_size", "channels")} == \
+        {k: vit[k] for k in ("image_size", "patch_size", "channels")}
+    assert {k: load_benchmark().VIT_SIZES["recipe"][k] for k in ("dim", "depth", "num_heads", "mlp_ratio")} == \
+        {k: vit["transformer"][k] for k in ("dim", "depth", "num_heads", "mlp_ratio")}
+
+    report = run_benchmark("--task", "clip", "--sizes", "recipe", "--steps", "1", "--repeats", "1", "--batch", "4")
+    clip, cfg = report["results"]["clip"], recipe("clip_shapes_cpu.yaml")
+    assert report["sizes"] == "the CPU recipes' models" and _same_flops(clip["ours"], clip["open_clip"])
+    assert clip["model"] == {"patch_size": cfg["vit"]["patch_size"], "image_layers": cfg["vit"]["transformer"]["depth"],
+                             "text_layers": cfg["text"]["transformer"]["depth"], "width": cfg["vit"]["transformer"]["dim"],
+                             "embed_dim": cfg["embed_dim"], "vocab": cfg["tokenizer_vocab_size"]}
+    assert (clip["image_size"], clip["context_length"]) == (cfg["vit"]["image_size"], cfg["text"]["context_length"])
+
+    asr = run_benchmark("--task", "asr", "--sizes", "recipe", "--steps", "1", "--repeats", "1",
+                        "--batch", "2")["results"]["asr"]
+    cfg = recipe("asr_shapes_cpu.yaml")
+    encoder, decoder = cfg["encoder"]["transformer"], cfg["decoder"]["transformer"]
+    assert asr["model"]["d_model"] == encoder["dim"] == decoder["dim"]
+    assert asr["model"]["layers"] == f"{encoder['depth']} + {decoder['depth']}"
+    assert asr["model"]["context"] == cfg["decoder"]["context_length"]
+    assert _same_flops(asr["train"]["ours"], asr["train"]["transformers"])
+    # both decode the same number of tokens, so tokens/s compare the same work
+    assert asr["decode"]["ours"]["tokens_per_clip"] == asr["decode"]["transformers"]["tokens_per_clip"] == [48]
+
+
 def test_benchmark_attention_rows_crossover_and_plot(tmp_path):
     plot = tmp_path / "attention.png"
     attention = run_benchmark("--task", "attention", "--steps", "1", "--plot", plot)["results"]["attention"]
