@@ -174,8 +174,8 @@ def normalised_as(model: nn.Module, device: torch.device) -> Callable[[Tensor], 
     return lambda x: (x - mean) / std
 
 
-# the models of the CPU recipes (configs/*_cpu.yaml, vit_mnist.yaml), in the layout both sides of a pair have
-VIT_SIZES = {"base": dict(image_size=224, patch_size=16, channels=3, dim=768, depth=12, num_heads=12, mlp_ratio=4.0,
+# per --sizes: the ViT both sides of the pair build; "recipe" is the model of vit_mnist.yaml
+VIT_SIZES = {"full": dict(image_size=224, patch_size=16, channels=3, dim=768, depth=12, num_heads=12, mlp_ratio=4.0,
                           classes=1000),
              "small": dict(image_size=64, patch_size=16, channels=3, dim=192, depth=4, num_heads=3, mlp_ratio=4.0,
                            classes=1000),
@@ -220,7 +220,7 @@ def clip_rows(setting: Setting, size: str) -> dict:
     from multimodal.tokenizers import SPECIALS, CharTokenizer, CLIPTokenizer
 
     tokenizer = CLIPTokenizer()
-    if size == "base":
+    if size == "full":
         reference = open_clip.create_model("ViT-B-32")
     elif size == "small":
         reference = open_clip.CLIP(64, vision_cfg=dict(image_size=64, patch_size=32, width=128, layers=2),
@@ -253,7 +253,7 @@ def clip_rows(setting: Setting, size: str) -> dict:
     normalized = normalised_as(ours, setting.device)
     reference_loss = lambda model, images, tokens, lengths: open_clip.ClipLoss()(*model(normalized(images), tokens))
     return {"image_size": image_size, "context_length": context,
-            "model": "ViT-B-32" if size == "base" else {
+            "model": "ViT-B-32" if size == "full" else {
                 "patch_size": cfg["vit"]["patch_size"], "image_layers": cfg["vit"]["transformer"]["depth"],
                 "text_layers": cfg["text"]["transformer"]["depth"], "width": cfg["vit"]["transformer"]["dim"],
                 "embed_dim": cfg["embed_dim"], "vocab": cfg["text"]["vocab_size"]},
@@ -297,7 +297,7 @@ def asr_rows(train: Setting, decode: Setting, size: str, text_tokens: int, new_t
     from multimodal.tokenizers import CharTokenizer, WhisperTokenizer
 
     transformers.logging.set_verbosity_error()
-    dims = {"base": dict(d_model=512, layers=(6, 6), heads=8, frames=1500, context=448),
+    dims = {"full": dict(d_model=512, layers=(6, 6), heads=8, frames=1500, context=448),
             "small": dict(d_model=64, layers=(2, 2), heads=1, frames=50, context=448),
             # asr_shapes_cpu.yaml: its encoder and decoder, 3-s clips, a character vocabulary
             "recipe": dict(d_model=128, layers=(4, 2), heads=2, frames=150, context=96)}[size]
@@ -568,6 +568,23 @@ def plot_attention(result: dict, path: str) -> None:
     plt.close(fig)
 
 
+@dataclass(frozen=True)
+class RunSize:
+    """What ``--sizes`` sets besides the models: the training rows' batches and the Whisper rows' lengths."""
+    label: str
+    vit_batch: int
+    clip_batch: int
+    asr_batch: int
+    decode_batch: int
+    text_tokens: int  # per training sequence
+    new_tokens: int  # decoded per clip
+
+
+RUN_SIZES = {"full": RunSize("full", 256, 512, 64, 16, 448, 128),
+             "small": RunSize("small CPU sizes", 4, 4, 2, 2, 16, 4),
+             "recipe": RunSize("the CPU recipes' models", 32, 256, 32, 8, 56, 48)}
+
+
 @script_main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -606,24 +623,21 @@ def main(argv: list[str] | None = None) -> int:
     setting = functools.partial(Setting, dev, steps=steps, compile=args.compile, bf16=bf16, repeats=repeats,
                                 int8=args.precision == "int8")
     sizes = args.sizes or ("full" if gpu else "small")
-    model_size = {"full": "base", "small": "small", "recipe": "recipe"}[sizes]
-    batches = {"full": (256, 512, 64), "small": (4, 4, 2), "recipe": (32, 256, 32)}[sizes]
+    run = RUN_SIZES[sizes]
     warmup = 5 if gpu else 1
     report = {"device": torch.cuda.get_device_name(dev) if gpu else "cpu", "torch": torch.__version__,
               "compile": args.compile, "precision": "bf16 autocast" if bf16 else args.precision or "fp32", "repeats": repeats,
-              "sizes": {"full": "full", "small": "small CPU sizes", "recipe": "the CPU recipes' models"}[sizes],
-              "results": {}}
+              "sizes": run.label, "results": {}}
     if args.task in ("vit", "all"):
-        vit = setting(batch=args.batch or batches[0], warmup=warmup)
-        report["results"]["vit"] = {"batch": vit.batch, **vit_rows(vit, model_size)}
+        vit = setting(batch=args.batch or run.vit_batch, warmup=warmup)
+        report["results"]["vit"] = {"batch": vit.batch, **vit_rows(vit, sizes)}
     if args.task in ("clip", "all"):
-        clip = setting(batch=args.batch or batches[1], warmup=warmup)
-        report["results"]["clip"] = {"batch": clip.batch, **clip_rows(clip, model_size)}
+        clip = setting(batch=args.batch or run.clip_batch, warmup=warmup)
+        report["results"]["clip"] = {"batch": clip.batch, **clip_rows(clip, sizes)}
     if args.task in ("asr", "all"):
-        train = setting(batch=args.batch or batches[2], warmup=warmup)
-        decode = setting(batch={"full": 16, "small": 2, "recipe": 8}[sizes], steps=max(1, steps // 5), warmup=1)
-        text_tokens, new_tokens = {"full": (448, 128), "small": (16, 4), "recipe": (56, 48)}[sizes]
-        report["results"]["asr"] = asr_rows(train, decode, model_size, text_tokens, new_tokens)
+        train = setting(batch=args.batch or run.asr_batch, warmup=warmup)
+        decode = setting(batch=run.decode_batch, steps=max(1, steps // 5), warmup=1)
+        report["results"]["asr"] = asr_rows(train, decode, sizes, run.text_tokens, run.new_tokens)
     if args.task in ("inference", "all"):
         report["results"]["inference"] = inference_rows(setting(batch=16, steps=max(1, steps // 2), warmup=1,
                                                                 compile=False))

@@ -73,10 +73,10 @@ def test_benchmark_recipe_sizes_are_the_cpu_recipes_models():
     def recipe(name):
         return yaml.safe_load((ROOT / "configs" / name).read_text())["model"]["init_args"]
 
-    vit = recipe("vit_mnist.yaml")["vit"]
-    assert {k: load_benchmark().VIT_SIZES["recipe"][k] for k in ("image_size", "patch_size", "channels")} == \
+    vit, ours = recipe("vit_mnist.yaml")["vit"], load_benchmark().VIT_SIZES["recipe"]
+    assert {k: ours[k] for k in ("image_size", "patch_size", "channels")} == \
         {k: vit[k] for k in ("image_size", "patch_size", "channels")}
-    assert {k: load_benchmark().VIT_SIZES["recipe"][k] for k in ("dim", "depth", "num_heads", "mlp_ratio")} == \
+    assert {k: ours[k] for k in ("dim", "depth", "num_heads", "mlp_ratio")} == \
         {k: vit["transformer"][k] for k in ("dim", "depth", "num_heads", "mlp_ratio")}
 
     report = run_benchmark("--task", "clip", "--sizes", "recipe", "--steps", "1", "--repeats", "1", "--batch", "4")
