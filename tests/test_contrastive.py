@@ -298,6 +298,35 @@ def test_make_data_draws_a_share_of_one_object_scenes_in_grayscale_captioned_wit
     assert len(rows) == 80 and all(set(r["caption"].split()) & set(COLORS) for r in rows)
 
 
+def test_make_data_captions_a_share_of_one_object_scenes_in_colour_without_their_colour(tmp_path):
+    """A shape's name must hold for a cross of any colour, not a gray one only: colorless_fraction leaves the colour out of
+    the captions of coloured one-object scenes; two-object captions keep theirs, and 0 draws nothing extra."""
+    from PIL import Image
+
+    from multimodal.data.pairs import write_shape_pairs
+    from multimodal.data.shapes import COLORS, SHAPES
+
+    def rows(name: str, share: float) -> list[dict]:
+        write_shape_pairs(tmp_path / name, train_size=60, test_size=0, retrieval_size=1, zero_shot_per_class=0,
+                          image_size=8, gray_fraction=0, colorless_fraction=share, quiet=True)
+        return [json.loads(line) for line in (tmp_path / name / "train.jsonl").read_text().splitlines()]
+
+    every = rows("every", 1.0)
+    one_object = [r for r in every if not any(f" {w} " in r["caption"] for w in ("of", "above", "below"))]
+    assert 50 <= len(one_object) < len(every)
+    for row in every:
+        named = set(row["caption"].split()) & set(COLORS)
+        if row in one_object:
+            assert not named and re.fullmatch(rf"a ((small|large) )?({'|'.join(SHAPES)})", row["caption"]), row
+            bands = {band.tobytes() for band in Image.open(tmp_path / "every" / row["image"]).split()}
+            assert len(bands) > 1, row  # drawn in colour, not in grayscale
+        else:
+            assert len(named) >= 1, row
+    assert all(set(r["caption"].split()) & set(COLORS) for r in rows("none", 0.0))
+    with pytest.raises(ValueError, match="colorless_fraction 2 is not a share"):
+        write_shape_pairs(tmp_path / "bad", colorless_fraction=2, quiet=True)
+
+
 def test_retrieval_scenes_are_distinct(tmp_path):
     """400 of the 4,512 two-object scenes drawn at random would repeat some (a birthday problem); the
     retrieval set must not, or a text query would have two right images of which only one counts."""

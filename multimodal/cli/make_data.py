@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     pairs.add_argument("--gray-fraction", type=float, default=0.25,
                        help="share of one-object training scenes (not white or gray) drawn in grayscale, captioned "
                             "without the colour: it teaches shape from every colour channel")
+    pairs.add_argument("--colorless-fraction", type=float, default=0.0,
+                       help="share of the other one-object training scenes drawn in colour but captioned without it "
+                            "(\"a cross\"), so that a shape's name holds for every colour")
     pairs.add_argument("--styles", nargs="+", choices=list(STYLES), default=["flat"], metavar="STYLE",
                        help=f"drawing styles, each image one of them at random ({', '.join(STYLES)}; default: flat)")
     pairs.add_argument("--hold-out-style", choices=list(STYLES), metavar="STYLE",
@@ -122,7 +125,8 @@ def write(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         try:
             counts = write_shape_pairs(args.out, args.train_size, args.test_size, args.seed, args.image_size,
                                        args.zero_shot_per_class, args.retrieval_size, args.gray_fraction,
-                                       tuple(args.styles), args.hold_out_style, quiet=args.json)
+                                       tuple(args.styles), args.hold_out_style, args.colorless_fraction,
+                                       quiet=args.json)
         except ValueError as error:  # sizes or shares the shapes world cannot give
             parser.error(str(error))
     else:

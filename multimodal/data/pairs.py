@@ -263,14 +263,15 @@ class PairsData(L.LightningDataModule):
 def write_shape_pairs(out: str | Path, train_size: int = 10000, test_size: int = 1000, seed: int = 0,
                       image_size: int = 64, zero_shot_per_class: int = 20, retrieval_size: int = 1000,
                       gray_fraction: float = 0.25, styles: tuple[str, ...] = ("flat",), hold_out_style: str | None = None,
-                      quiet: bool = False) -> dict[str, int]:
+                      colorless_fraction: float = 0.0, quiet: bool = False) -> dict[str, int]:
     """Shapes-world image–caption pairs, written as
 
     out/images/*.png; out/train.jsonl (one- and two-object scenes, no held-out colour–shape pair in any image or
     caption; two objects are drawn in all four relations, as one group; `gray_fraction` of the one-object scenes in
-    a chromatic colour are drawn in grayscale, captioned without the colour); out/test.jsonl (test scenes, every
-    pair); out/two_object_test.jsonl (distinct two-object test scenes, for retrieval: no two images share a
-    caption, so every text query has exactly one right image);
+    a chromatic colour are drawn in grayscale, captioned without the colour, and `colorless_fraction` of the others
+    are drawn in colour but captioned without it, so that "a cross" names a cross of any colour);
+    out/test.jsonl (test scenes, every pair); out/two_object_test.jsonl (distinct two-object test scenes, for
+    retrieval: no two images share a caption, so every text query has exactly one right image);
     out/zero_shot/{train_pairs,held_out}/COLOR_SHAPE/*.png and out/zero_shot/shapes/SHAPE/*.png
     (single-object test images) with out/zero_shot/color_shape_classes.txt (the 48 classes).
     Each image has all the captions that describe it, and is drawn in one of `styles` (shapes.STYLES), chosen at
@@ -283,8 +284,9 @@ def write_shape_pairs(out: str | Path, train_size: int = 10000, test_size: int =
 
     if retrieval_size > DISTINCT_SCENES:
         raise ValueError(f"retrieval_size {retrieval_size} exceeds the {DISTINCT_SCENES} distinct two-object scenes")
-    if not 0 <= gray_fraction <= 1:
-        raise ValueError(f"gray_fraction {gray_fraction} is not a share between 0 and 1")
+    for name, share in (("gray_fraction", gray_fraction), ("colorless_fraction", colorless_fraction)):
+        if not 0 <= share <= 1:
+            raise ValueError(f"{name} {share} is not a share between 0 and 1")
     check_styles(styles)
     if hold_out_style is not None and hold_out_style not in styles:
         raise ValueError(f"the held-out style {hold_out_style!r} is not one of the styles {', '.join(styles)}")
@@ -296,10 +298,12 @@ def write_shape_pairs(out: str | Path, train_size: int = 10000, test_size: int =
     counts = {}
 
     def scenes_file(root: Path, name: str, n: int, split: str, num_objects: list[int], looks: tuple[str, ...],
-                    distinct: bool = False, grouped: bool = False, gray_fraction: float = 0.0) -> None:
+                    distinct: bool = False, grouped: bool = False, gray_fraction: float = 0.0,
+                    colorless_fraction: float = 0.0) -> None:
         """n images; each next scene has the number of objects that fewer images have so far. With `grouped`,
-        a two-object scene comes in all four relations, written as one group. At gray_fraction 0 there is no
-        grayscale draw, and with one style no style draw, so the files are those of before either."""
+        a two-object scene comes in all four relations, written as one group. At gray_fraction and
+        colorless_fraction 0 there is no draw for either, and with one style no style draw, so the files are
+        those of before them."""
         rng, described, written, i = random.Random(f"pairs:{name}:{seed}"), set(), dict.fromkeys(num_objects, 0), 0
         pick = random.Random(f"styles:{name}:{seed}")
         (root / "images").mkdir(parents=True, exist_ok=True)
@@ -321,6 +325,8 @@ def write_shape_pairs(out: str | Path, train_size: int = 10000, test_size: int =
                     if (gray_fraction > 0 and len(member.objects) == 1 and member.objects[0].color not in ACHROMATIC
                             and rng.random() < gray_fraction):
                         image, color = ImageOps.grayscale(image).convert("RGB"), False
+                    elif colorless_fraction > 0 and len(member.objects) == 1 and rng.random() < colorless_fraction:
+                        color = False
                     image.save(root / file)
                     for text in scene_captions(member, color):
                         row = {"image": file, "caption": text} | ({"group": first} if len(group) > 1 else {})
@@ -357,7 +363,8 @@ def write_shape_pairs(out: str | Path, train_size: int = 10000, test_size: int =
             counts[f"{prefix}/shapes"] += per_shape
         (zero / "color_shape_classes.txt").write_text("\n".join(shape_classes("color_shape")) + "\n")
 
-    scenes_file(out, "train", train_size, "train", [1, 2], seen, grouped=True, gray_fraction=gray_fraction)
+    scenes_file(out, "train", train_size, "train", [1, 2], seen, grouped=True, gray_fraction=gray_fraction,
+                colorless_fraction=colorless_fraction)
     scenes_file(out, "test", test_size, "test", [1, 2], seen)
     scenes_file(out, "two_object_test", retrieval_size, "test", [2], seen, distinct=True)
     zero_shot(out, seen, "zero_shot")
