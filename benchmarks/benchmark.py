@@ -30,6 +30,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -370,13 +371,58 @@ def time_inference(run: Callable[[], object], setting: Setting, items: int) -> d
     return {"items_per_s": items / seconds, "batch_ms": seconds * 1e3}
 
 
+MATRIX_PRODUCTS = ("addmm", "mm", "bmm")
+
+
+def cpu_matmul_rate(n: int = 2048, tries: int = 5) -> float:
+    """FLOP/s of this CPU's float32 matrix product on a large square one, the best of ``tries``: what its BLAS
+    reaches at best, the peak for the bound below."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(tries):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def matmul_bound(run: Callable[[], object], calls: int = 3) -> dict:
+    """``calls`` calls of ``run`` on the CPU, profiled: the share of their time in matrix products, the products'
+    FLOP rate against the machine's best (``cpu_matmul_rate``, the best of tries before and after, as a shared
+    machine drifts), and so the most kernel work could speed ``run`` up: with every product at that best rate and
+    the rest as it is, with the rest taking no time and the products as they are, and with both. Two models that
+    compute the same products share the bounds."""
+    rate = cpu_matmul_rate()
+    with torch.inference_mode():
+        run()
+        with FlopCounterMode(display=False) as counter:
+            run()
+        os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # else the profiler logs an error for the missing GPU
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], acc_events=True) as profile:
+            for _ in range(calls):
+                run()
+    rate = max(rate, cpu_matmul_rate())
+    events = profile.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) / 1e6 / calls
+    products = sum(e.self_cpu_time_total for e in events
+                   if e.key.removeprefix("aten::") in MATRIX_PRODUCTS) / 1e6 / calls
+    flops = sum(n for op, n in counter.get_flop_counts()["Global"].items()
+                if str(op).removeprefix("aten.") in MATRIX_PRODUCTS)
+    return {"matmul_share": products / total, "matmul_gflop_per_s": flops / products / 1e9,
+            "machine_matmul_gflop_per_s": rate / 1e9,
+            "speedup_with_products_at_best_rate": total / (total - products + flops / rate),
+            "speedup_with_the_rest_free": total / products, "speedup_with_both": total / (flops / rate)}
+
+
 def inference_rows(setting: Setting, clips: int = 8, new_tokens: int = 24, size: str = "small") -> dict:
     """What a user who only runs models sees, ours against the tool they would otherwise use, each model built
     from the reference's random weights (so both compute the same function: checked) and run as that tool runs it,
     float32 on this device (``--precision bf16``: both image rows under the same bf16 autocast; transcription stays
     float32, the only precision openai-whisper decodes on a CPU; ``--precision int8``: ours quantized by
     ``quantize_int8``, against the float32 reference as its users run it and, for the image rows, against the
-    reference quantized the same way, "against_NAME_int8").
+    reference quantized the same way, "against_NAME_int8"). In float32 on a CPU the image rows also bound what
+    kernel work could gain on ours ("ours_matmul_bound", ``matmul_bound``).
     image_embedding: OpenCLIP ViT-B-32 ``encode_image`` against our CLIP's, 224 px, normalisation included.
     vit_classification: timm ``vit_small_patch16_224`` forward against our Classifier's, 224 px, standardisation
     included.
@@ -408,6 +454,11 @@ def inference_rows(setting: Setting, clips: int = 8, new_tokens: int = 24, size:
             pair[f"against_{name}_int8"] = versus(setting, f"{name}_int8", ours_row, lambda: reference_row(reference),
                                                   key="items_per_s")
         return pair
+    # float32 on a CPU: how far kernel work alone could take ours (the reference runs the same products)
+    bounded = dev.type == "cpu" and not (setting.int8 or setting.bf16)
+
+    def bound(run: Callable[[], object]) -> dict:
+        return {"ours_matmul_bound": matmul_bound(run)} if bounded else {}
     image_size = 64 if tiny else 224
     images = torch.rand(b, 3, image_size, image_size, device=dev)
 
@@ -425,7 +476,8 @@ def inference_rows(setting: Setting, clips: int = 8, new_tokens: int = 24, size:
                                "min_cosine_ours_vs_reference": agree.min().item(),
                                **against("open_clip", lambda: time_inference(lambda: ours.encode_image(images), setting, b),
                                          reference, lambda model: time_inference(
-                                             lambda: model.encode_image(normalized(images), normalize=True), setting, b))}
+                                             lambda: model.encode_image(normalized(images), normalize=True), setting, b)),
+                               **bound(lambda: ours.encode_image(images))}
 
     vit = dict(img_size=64, embed_dim=64, depth=2, num_heads=1) if tiny else {}
     reference = timm.create_model("vit_small_patch16_224", pretrained=False, **vit).to(dev).eval()
@@ -436,7 +488,8 @@ def inference_rows(setting: Setting, clips: int = 8, new_tokens: int = 24, size:
     rows["vit_classification"] = {"model": "tiny" if tiny else "vit_small_patch16_224, 224 px", "batch": b,
                                   "max_logit_difference": difference,
                                   **against("timm", lambda: time_inference(lambda: ours(images), setting, b), reference,
-                                            lambda model: time_inference(lambda: model(standardized(images)), setting, b))}
+                                            lambda model: time_inference(lambda: model(standardized(images)), setting, b)),
+                                  **bound(lambda: ours(images))}
 
     width, layers = (64, 1) if tiny else (384, 4)
     reference = whisper.model.Whisper(whisper.model.ModelDimensions(

@@ -134,6 +134,10 @@ def test_benchmark_inference_against_open_clip_timm_and_openai_whisper():
                 rows["transcription"]["beam5"]):
         assert row["ratio_ours_over_reference"] > 0
     assert rows["transcription"]["beam5"]["ratio_ours_padded_over_reference"] > 0
+    for row in (rows["image_embedding"], rows["vit_classification"]):  # the products found, timed and counted
+        bound = row["ours_matmul_bound"]
+        assert 0 < bound["matmul_share"] < 1 and bound["matmul_gflop_per_s"] > 0
+        assert bound["speedup_with_the_rest_free"] == pytest.approx(1 / bound["matmul_share"])
 
 
 def test_benchmark_int8_inference_quantizes_ours_and_also_compares_with_the_references_quantized():
@@ -144,6 +148,7 @@ def test_benchmark_int8_inference_quantizes_ours_and_also_compares_with_the_refe
     for row, reference in ((rows["image_embedding"], "open_clip"), (rows["vit_classification"], "timm")):
         assert row["ratio_ours_over_reference"] > 0 and row[f"against_{reference}_int8"]["ratio_ours_over_reference"] > 0
     assert rows["transcription"]["precision"] == "ours int8, openai-whisper fp32"
+    assert "ours_matmul_bound" not in rows["image_embedding"]  # a float32 bound says nothing of int8 products
 
 
 def test_int8_benchmark_scores_a_shipped_model_in_float32_and_int8(monkeypatch, tmp_path, capsys):
