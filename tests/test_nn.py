@@ -172,3 +172,22 @@ def test_conv_stem_gives_the_patch_grid_and_refuses_other_patch_sizes():
             ViTConfig(image_size=24, patch_size=patch, stem="conv", transformer=CFG)
     with pytest.raises(ValueError, match="stem must be"):
         ViTConfig(stem="hybrid")
+
+
+@pytest.mark.parametrize("stem", ["patch", "conv"])
+def test_color_apart_reads_a_shape_alike_in_every_colour_and_still_tells_the_colours(stem):
+    vit = ViT(ViTConfig(image_size=16, patch_size=4, channels=3, pool="mean", stem=stem, color="apart",
+                        transformer=CFG)).eval()
+    red, green = torch.full((1, 3, 16, 16), -1.0), torch.full((1, 3, 16, 16), -1.0)
+    red[:, 0, 4:12, 6:10], green[:, 1, 4:12, 6:10] = 0.8, 0.8  # one bar, drawn red and drawn green
+    # the colour of a patch reaches its own token only: the bar's colour leaves the corner patches' embeddings alone
+    difference = (vit.embed_patches(red) - vit.embed_patches(green)).abs().sum(1).squeeze(0)  # (4, 4)
+    assert difference[1:3, 1:3].min() > 0 and difference[0, 0] == difference[3, 3] == 0
+    assert vit(red).shape == (1, 32)
+    with torch.no_grad():  # without the colour embedding the two bars are one: the stem never sees the colour
+        vit.color_embed.weight.zero_()
+    assert torch.equal(vit.embed_patches(red), vit.embed_patches(green))
+    with pytest.raises(ValueError, match="needs 3 channels"):
+        ViTConfig(channels=1, color="apart")
+    with pytest.raises(ValueError, match="color must be"):
+        ViTConfig(color="hsv")

@@ -27,9 +27,9 @@ def recipe_data(shape_folders, tmp_path_factory):
                   "--prosody", "wide"),
                  ("shapes", data / "shapes_pairs", "--train-size", 16, "--test-size", 8,  # clip_*.yaml
                   "--retrieval-size", 2, "--zero-shot-per-class", 1, "--image-size", 32),
-                 ("shapes", data / "shapes_styles", "--train-size", 16, "--test-size", 8,  # clip_shapes_cpu.yaml
+                 ("shapes", data / "shapes_clip_cpu", "--train-size", 16, "--test-size", 8,  # clip_shapes_cpu.yaml
                   "--retrieval-size", 2, "--zero-shot-per-class", 1, "--image-size", 32, "--styles", *STYLES,
-                  "--hold-out-style", "texture"),
+                  "--hold-out-style", "texture", "--colorless-fraction", 0.25),
                  ("spoken-shapes", data / "spoken_shapes", "--train-size", 8, "--test-size", 4,  # speech_clip_*.yaml
                   "--retrieval-size", 4)):
         status, _, err = run_main("make_data", *args)

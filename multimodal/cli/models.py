@@ -113,8 +113,8 @@ BUILDS = {
         "seed 0's)", speech_scores, False, 0.002),
     "shapes-clip": Build(
         "configs/clip_shapes_cpu.yaml", "runs/clip_shapes_cpu/checkpoints/last.ckpt",
-        [["make-data", "shapes", "data/shapes_styles", "--train-size", "32000", "--styles", *TRAIN_STYLES,
-          "--hold-out-style", "texture"],
+        [["make-data", "shapes", "data/shapes_clip_cpu", "--train-size", "32000", "--colorless-fraction", "0.25",
+          "--styles", *TRAIN_STYLES, "--hold-out-style", "texture"],
          ["make-data", "shapes", "data/shapes_eval", "--train-size", "100", "--test-size", "100", "--retrieval-size",
           "1000", "--zero-shot-per-class", "60", "--seed", "1", "--styles", *EVAL_STYLES,
           "--hold-out-style", "texture"]],

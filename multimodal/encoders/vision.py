@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from multimodal.config import as_config
@@ -22,6 +23,10 @@ class ViTConfig:
     # "patch": one strided convolution per patch (ViT, CLIP); "conv": stride-2 3x3 convolutions down to the patch
     # grid (Xiao et al. 2021, "Early convolutions help transformers see better"): far fewer images to learn from
     stem: str = "patch"
+    # "stem": the stem sees the colour channels, so it may learn a shape in the colours it was shown it in; "apart":
+    # the stem sees each pixel's largest channel, reading a shape alike in every colour, and each patch's colour (the
+    # mean and the largest value of each channel over the patch) is embedded apart and added to its token
+    color: str = "stem"
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
 
     def __post_init__(self):  # a config may come from a damaged file: every field is checked before layers are built
@@ -36,6 +41,10 @@ class ViTConfig:
             raise ValueError(f"pool must be 'cls' or 'mean', got {self.pool!r}")
         if self.stem not in ("patch", "conv"):
             raise ValueError(f"vit stem must be 'patch' or 'conv', got {self.stem!r}")
+        if self.color not in ("stem", "apart"):
+            raise ValueError(f"vit color must be 'stem' or 'apart', got {self.color!r}")
+        if self.color == "apart" and self.channels != 3:
+            raise ValueError(f"vit color 'apart' needs 3 channels, got {self.channels!r}")
         if self.stem == "conv" and (self.patch_size & (self.patch_size - 1) or self.patch_size < 2):
             raise ValueError(f"a conv stem halves the image down to the patch grid: patch_size must be a power of 2, "
                              f"got {self.patch_size}")
@@ -62,8 +71,10 @@ class ViT(nn.Module):
         super().__init__()
         self.cfg = cfg
         dim = cfg.transformer.dim
-        self.patch_embed = (nn.Conv2d(cfg.channels, dim, cfg.patch_size, stride=cfg.patch_size) if cfg.stem == "patch"
-                            else conv_stem(cfg.channels, dim, cfg.patch_size))
+        stem_channels = 1 if cfg.color == "apart" else cfg.channels
+        self.patch_embed = (nn.Conv2d(stem_channels, dim, cfg.patch_size, stride=cfg.patch_size) if cfg.stem == "patch"
+                            else conv_stem(stem_channels, dim, cfg.patch_size))
+        self.color_embed = nn.Conv2d(2 * cfg.channels, dim, 1) if cfg.color == "apart" else None
         self.num_prefix = 1 if cfg.pool == "cls" else 0
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if cfg.pool == "cls" else None
         grid = cfg.image_size // cfg.patch_size
@@ -79,8 +90,15 @@ class ViT(nn.Module):
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)
 
+    def embed_patches(self, images: Tensor) -> Tensor:  # (B, C, H, W) -> (B, D, H/p, W/p)
+        if self.color_embed is None:
+            return self.patch_embed(images)
+        p = self.cfg.patch_size
+        color = torch.cat([F.avg_pool2d(images, p), F.max_pool2d(images, p)], dim=1)  # (B, 2C, H/p, W/p)
+        return self.patch_embed(images.amax(dim=1, keepdim=True)) + self.color_embed(color)
+
     def forward_tokens(self, images: Tensor) -> Tensor:  # (B, C, H, W) -> (B, prefix + N, D)
-        x = self.patch_embed(images)  # (B, D, H/p, W/p)
+        x = self.embed_patches(images)  # (B, D, H/p, W/p)
         grid = x.shape[-2:]
         x = x.flatten(2).transpose(1, 2)  # (B, N, D)
         if self.cls_token is not None:
