@@ -42,6 +42,23 @@ def test_log_mel_matches_whisper_recipe_per_clip_in_a_batch():
     torch.testing.assert_close(mel[2, :, :25], log_mel(swell[None])[0][0], atol=1e-5, rtol=1e-5)
 
 
+def test_utterance_normalisation_removes_what_every_frame_of_a_band_shares():
+    speech = clip(6400, 0.3) * torch.linspace(0.2, 1.0, 6400)  # a swell, so the frames differ
+    louder_and_darker = torchaudio.functional.lowpass_biquad(4.0 * speech, 16_000, 2000.0, Q=0.5)
+    log_mel = LogMel(normalize="utterance")
+    batch = torch.stack([speech, torch.cat([louder_and_darker[:4800], torch.randn(1600)])])
+    mel, frames = log_mel(batch, torch.tensor([6400, 4800]))
+    assert frames.tolist() == [40, 30] and mel[1, :, 30:].eq(0).all()  # padding stays zero
+    torch.testing.assert_close(mel[0, :, :40].mean(-1), torch.zeros(80), atol=1e-5, rtol=0)  # each band centred
+    torch.testing.assert_close(mel[1, :, :30], log_mel(louder_and_darker[None, :4800])[0][0], atol=1e-5, rtol=1e-5)
+    whisper = LogMel()  # without it the gain and the filter shift every band; with it the frames nearly agree
+    moved = (whisper(louder_and_darker[None])[0] - whisper(speech[None])[0]).abs().mean()
+    kept = (log_mel(louder_and_darker[None])[0] - log_mel(speech[None])[0])[:, :40].abs().mean()
+    assert moved > 0.1 and kept < moved / 4, (moved, kept)
+    with pytest.raises(ValueError, match="normalize"):
+        AudioEncoderConfig(normalize="cmvn")
+
+
 @pytest.mark.parametrize("short", [3200, 3360])  # 20 mel frames and 21 (odd: the stride-2 conv reaches past)
 def test_encoder_gives_the_same_features_padded_and_alone(short):
     encoder = AudioEncoder(CFG).eval()

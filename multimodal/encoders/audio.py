@@ -37,10 +37,15 @@ class LogMel(nn.Module):
     samples past its length are zeroed, its end meets zeros rather than its own reflection (Whisper
     pads every clip with zeros to 30 s, so that is what its model saw too), and the max is taken over
     its own frames only.
+
+    ``normalize="utterance"`` then subtracts each mel band's mean over the clip's own frames (ESPnet's
+    utterance mean normalisation): what a voice, a microphone or a synthesiser adds to every frame of a
+    band, its level and spectral tilt, is gone before the encoder sees the clip.
     """
 
-    def __init__(self, n_mels: int = 80):
+    def __init__(self, n_mels: int = 80, normalize: str = "whisper"):
         super().__init__()
+        self.normalize = normalize
         self.spectrogram = torchaudio.transforms.MelSpectrogram(
             SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP_LENGTH, n_mels=n_mels, norm="slaney", mel_scale="slaney",
             power=2.0)
@@ -56,12 +61,17 @@ class LogMel(nn.Module):
         x = mel.clamp(min=1e-10).log10()
         keep = length_mask(frames, x.shape[-1])[:, None]  # (B, 1, F)
         peak = x.masked_fill(~keep, float("-inf")).amax(dim=(1, 2), keepdim=True)  # (B, 1, 1)
-        return (torch.maximum(x, peak - 8.0) + 4.0) / 4.0, frames
+        x = (torch.maximum(x, peak - 8.0) + 4.0) / 4.0
+        if self.normalize == "utterance":
+            mean = (x * keep).sum(-1, keepdim=True) / frames.clamp(min=1)[:, None, None]  # (B, n_mels, 1)
+            x = (x - mean) * keep
+        return x, frames
 
 
 @dataclass
 class AudioEncoderConfig:
     n_mels: int = 80
+    normalize: str = "whisper"  # the log-mel's scaling: "whisper", or "utterance" (each band's mean removed)
     max_frames: int = 1500  # positions after the 2x subsampling: 1500 frames = 30 s
     # SpecAugment, applied in training only: up to num_masks masks of at most this many mel bins / frames
     # (the paper's LibriSpeech policy uses 27 bins and 100 frames; our clips are a few seconds long)
@@ -72,6 +82,8 @@ class AudioEncoderConfig:
 
     def __post_init__(self):  # a config may come from a damaged file: every field is checked before layers are built
         self.transformer = as_config(TransformerConfig, self.transformer)
+        if self.normalize not in ("whisper", "utterance"):
+            raise ValueError(f"audio encoder normalize must be 'whisper' or 'utterance', got {self.normalize!r}")
         for name, low, high in (("n_mels", 1, N_FFT // 2 + 1), ("max_frames", 1, None), ("freq_mask_param", 0, None),
                                 ("time_mask_param", 0, None), ("num_masks", 0, None)):
             value = getattr(self, name)
@@ -87,7 +99,7 @@ class AudioEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.dim = dim = cfg.transformer.dim
-        self.log_mel = LogMel(cfg.n_mels)
+        self.log_mel = LogMel(cfg.n_mels, cfg.normalize)
         masks = [torchaudio.transforms.FrequencyMasking(cfg.freq_mask_param, iid_masks=True)] * cfg.num_masks
         masks += [torchaudio.transforms.TimeMasking(cfg.time_mask_param, iid_masks=True)] * cfg.num_masks
         self.spec_augment = nn.Sequential(*masks)  # stateless: one instance of each serves every mask
