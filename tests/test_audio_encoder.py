@@ -57,6 +57,8 @@ def test_utterance_normalisation_removes_what_every_frame_of_a_band_shares():
     assert moved > 0.1 and kept < moved / 4, (moved, kept)
     with pytest.raises(ValueError, match="normalize"):
         AudioEncoderConfig(normalize="cmvn")
+    with pytest.raises(ValueError, match="normalize"):  # used on its own too: a typo must not mean Whisper's
+        LogMel(normalize="cmvn")
 
 
 @pytest.mark.parametrize("short", [3200, 3360])  # 20 mel frames and 21 (odd: the stride-2 conv reaches past)

@@ -14,6 +14,7 @@ from multimodal.config import as_config
 from multimodal.nn import Transformer, TransformerConfig, sinusoids
 
 SAMPLE_RATE, N_FFT, HOP_LENGTH = 16_000, 400, 160  # 25 ms windows every 10 ms, as in Whisper
+NORMALIZATIONS = ("whisper", "utterance")  # LogMel's scalings
 
 
 def length_mask(lengths: Tensor, size: int) -> Tensor:  # (B,) -> (B, size) bool, True = inside the sequence
@@ -45,6 +46,8 @@ class LogMel(nn.Module):
 
     def __init__(self, n_mels: int = 80, normalize: str = "whisper"):
         super().__init__()
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(f"log-mel normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
         self.normalize = normalize
         self.spectrogram = torchaudio.transforms.MelSpectrogram(
             SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP_LENGTH, n_mels=n_mels, norm="slaney", mel_scale="slaney",
@@ -82,8 +85,8 @@ class AudioEncoderConfig:
 
     def __post_init__(self):  # a config may come from a damaged file: every field is checked before layers are built
         self.transformer = as_config(TransformerConfig, self.transformer)
-        if self.normalize not in ("whisper", "utterance"):
-            raise ValueError(f"audio encoder normalize must be 'whisper' or 'utterance', got {self.normalize!r}")
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"audio encoder normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
         for name, low, high in (("n_mels", 1, N_FFT // 2 + 1), ("max_frames", 1, None), ("freq_mask_param", 0, None),
                                 ("time_mask_param", 0, None), ("num_masks", 0, None)):
             value = getattr(self, name)
